@@ -1,0 +1,41 @@
+# loyalflow: `make demo` and `make test` are all you need; everything else installs itself.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__LOGGING__LOGGING_LEVEL ?= WARNING
+export LOYALFLOW_HOME := $(CURDIR)
+
+.PHONY: install demo test lint clean lock
+
+install: $(STAMP)
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip==26.3"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+$(AIRFLOW_HOME)/airflow.db: | $(STAMP)
+	$(BIN)/airflow db migrate > /dev/null
+
+demo: $(STAMP) $(AIRFLOW_HOME)/airflow.db
+	$(BIN)/loyalflow demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy plugins/loyalflow
+
+test: lint
+	$(BIN)/pytest
+
+lock: $(STAMP)  ## regenerate constraints.txt from the working install
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^loyalflow' > constraints.txt
+
+clean:
+	rm -rf out .airflow

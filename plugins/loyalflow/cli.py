@@ -1,0 +1,182 @@
+"""The ``loyalflow`` command line: run, validate, preview, explain and demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loyalflow.errors import LoyalflowError
+from loyalflow.settings import Settings
+
+app = typer.Typer(
+    help="Lifecycle marketing campaigns from YAML, delivered exactly once.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+AsOf = Annotated[str, typer.Option("--as-of", help="Evaluate at the end of this day (YYYY-MM-DD, UTC).")]
+Warehouse = Annotated[str | None, typer.Option("--warehouse", help="SQLAlchemy URL of the warehouse.")]
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise LoyalflowError(f"--as-of must be a date as YYYY-MM-DD, got '{value}'") from None
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _guarded(fn: Callable[[], int | None]) -> None:
+    """Run ``fn``; a :class:`LoyalflowError` becomes one red line and exit code 1."""
+    try:
+        code = fn()
+    except LoyalflowError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code or 0)
+
+
+def print_summary(frame: Any, title: str) -> None:
+    """A rich table of the per campaign and step summary."""
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if col not in ("campaign", "step") else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+
+
+@app.command()
+def run(
+    campaign: str,
+    as_of: AsOf,
+    warehouse: Warehouse = None,
+    outbox: Annotated[Path | None, typer.Option(help="Folder of the outbox channel.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and render, send nothing.")] = False,
+    send_limit: Annotated[int | None, typer.Option(help="Send at most this many messages.")] = None,
+) -> None:
+    """Run CAMPAIGN for one day, the same pipeline the DAG runs."""
+
+    def go() -> int:
+        from loyalflow.pipeline import RunOptions, Runtime
+        from loyalflow.pipeline import run as run_pipeline
+        from loyalflow.reports import summary
+
+        day = _date(as_of)
+        rt = Runtime(_settings(warehouse_url=warehouse, outbox_dir=outbox))
+        run_id = f"cli__{day}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+        totals = run_pipeline(rt, campaign, RunOptions(day, run_id, dry_run=dry_run, send_limit=send_limit))
+        if not totals:
+            console.print(f"{campaign}: the segment returned nobody due on {day}; nothing to send.")
+            return 0
+        print_summary(summary(rt.state, [run_id]), f"{campaign} as of {day}")
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def validate(
+    path: Annotated[Path | None, typer.Argument(help="A campaign file or folder.")] = None,
+    warehouse: Warehouse = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Day for the sample rows.")] = None,
+) -> None:
+    """Check every campaign: schema, SQL and templates rendered on sample rows."""
+
+    def go() -> int:
+        from loyalflow.validate import validate_all
+
+        settings = _settings(warehouse_url=warehouse)
+        problems = validate_all(settings, path, _date(as_of) if as_of else dt.date.today(), console.print)
+        for problem in problems:
+            err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+        return 1 if problems else 0
+
+    _guarded(go)
+
+
+@app.command()
+def preview(
+    campaign: str,
+    customer: Annotated[str, typer.Option(help="Customer id.")],
+    step: Annotated[str | None, typer.Option(help="Step id (default: the first).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Day (default: today).")] = None,
+    channel: Annotated[str | None, typer.Option(help="email or sms (default: all).")] = None,
+    warehouse: Warehouse = None,
+) -> None:
+    """Render CAMPAIGN for one customer and print it, without sending."""
+
+    def go() -> int:
+        from loyalflow.preview import preview as render_preview
+
+        settings = _settings(warehouse_url=warehouse)
+        day = _date(as_of) if as_of else dt.date.today()
+        for kind, parts in render_preview(settings, campaign, customer, step, day, channel).items():
+            console.rule(f"{campaign} · {kind}")
+            for part, text in parts.items():
+                console.print(f"[bold]{part}[/bold]", highlight=False)
+                console.print(text, highlight=False, markup=False)
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def explain(
+    customer: str,
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    warehouse: Warehouse = None,
+) -> None:
+    """Why did (or didn't) CUSTOMER get each message: every recorded decision with its reason."""
+
+    def go() -> int:
+        from loyalflow.pipeline import Runtime
+        from loyalflow.reports import decisions_for
+
+        frame = decisions_for(Runtime(_settings(warehouse_url=warehouse)).state, customer, campaign)
+        if frame.empty:
+            console.print(f"no decisions recorded for customer {customer}")
+            return 0
+        print_summary(frame, f"decisions for customer {customer}")
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def demo(
+    as_of: Annotated[str, typer.Option("--as-of")] = "2026-11-20",
+    customers: Annotated[int, typer.Option(help="Customers in the demo warehouse.")] = 5000,
+    airflow: Annotated[bool, typer.Option(help="Run the final day through Airflow (dag.test).")] = True,
+) -> None:
+    """Seed the embedded warehouse and run every campaign."""
+
+    def go() -> int:
+        from loyalflow.demo import run_demo
+
+        frame = run_demo(_settings(), _date(as_of), customers, via_airflow=airflow, echo=console.print)
+        print_summary(frame, f"demo as of {as_of}: audience, sent and skipped by reason")
+        return 0
+
+    _guarded(go)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Entry point for ``python -m loyalflow.cli``."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,402 @@
+"""The campaign pipeline shared by the CLI and the DAG tasks: plan, process chunks, summarise."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from loyalflow import ledger
+from loyalflow.addresses import normalise_email, normalise_phone
+from loyalflow.channels import Channel, Message, channel_for
+from loyalflow.context import build_context
+from loyalflow.eligibility import Decision, Facts, decide
+from loyalflow.errors import LoyalflowError, RenderError, SegmentError
+from loyalflow.render import Renderer
+from loyalflow.segments import materialise, read_chunk
+from loyalflow.settings import Settings
+from loyalflow.spec import Brand, Campaign, Step, campaign_files, load_brand, load_campaign
+from loyalflow.state import decisions, ensure_schema, suppressions
+from loyalflow.warehouse import CUSTOMER_COLUMNS, engine_for, read_by_ids, records, url_from_connection
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One evaluation of a campaign: the day it is evaluated for, and how."""
+
+    as_of: dt.date
+    run_id: str
+    dry_run: bool = False
+    send_limit: int | None = None
+    now: dt.datetime | None = None  # the moment messages go out (UTC); defaults to the real time
+
+    @property
+    def send_time(self) -> dt.datetime:
+        """The nominal send moment, naive UTC."""
+        return self.now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Runtime:
+    """Settings plus the connections and compiled templates a run needs (built once per process)."""
+
+    settings: Settings
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    @cached_property
+    def warehouse(self) -> sa.Engine:
+        """The customer warehouse (URL, or an Airflow Connection when ``warehouse_conn_id`` is set)."""
+        s = self.settings
+        return engine_for(
+            url_from_connection(s.warehouse_conn_id) if s.warehouse_conn_id else s.warehouse_url
+        )
+
+    @cached_property
+    def state(self) -> sa.Engine:
+        """loyalflow's own tables: the warehouse unless a separate ``state_url`` is set."""
+        engine = engine_for(self.settings.state_url) if self.settings.state_url else self.warehouse
+        ensure_schema(engine)
+        return engine
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        """Templates, compiled once per process."""
+        return Renderer(self.settings.templates_dir)
+
+    @cached_property
+    def brand(self) -> Brand:
+        """The sender details from ``campaigns/brand.yaml``."""
+        return load_brand(self.settings.campaigns_dir)
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        """Load and validate ``campaigns/<id>.yaml``."""
+        path = self.settings.campaigns_dir / f"{campaign_id}.yaml"
+        if not path.is_file():
+            known = ", ".join(p.stem for p in campaign_files(self.settings.campaigns_dir))
+            raise LoyalflowError(f"unknown campaign '{campaign_id}' (no {path}); known: {known}")
+        return load_campaign(path, self.settings.templates_dir)
+
+    def channel(self, kind: str) -> Channel:
+        """The provider for ``kind``, created on first use."""
+        if kind not in self.channels:
+            self.channels[kind] = channel_for(kind, self.settings)
+        return self.channels[kind]
+
+
+def due_steps(
+    campaign: Campaign, anchor_at: dt.datetime, as_of: dt.date, only_step: str | None = None
+) -> list[Step]:
+    """Steps whose day (anchor + delay) is as_of or within the catch-up window before it.
+
+    A segment may return a ``step`` column to make a row count for that step alone.
+    """
+    anchor_day = anchor_at.date()
+    earliest = as_of - dt.timedelta(days=campaign.catch_up_days)
+    return [
+        s
+        for s in campaign.steps
+        if earliest <= anchor_day + dt.timedelta(days=s.delay_days) <= as_of and only_step in (None, s.id)
+    ]
+
+
+def _consent(frame: pd.DataFrame) -> dict[str, dict[str, bool]]:
+    """Latest opt-in state per customer and channel (explicit opt-in: no row means no)."""
+    out: dict[str, dict[str, bool]] = {}
+    if frame.empty:
+        return out
+    frame = frame.sort_values("consented_at", na_position="first")
+    for row in frame.itertuples(index=False):
+        out.setdefault(str(row.customer_id), {})[str(row.channel)] = bool(row.opted_in)
+    return out
+
+
+def _suppressed(engine: sa.Engine, customers: dict[str, dict[str, Any]]) -> set[tuple[str, str, str]]:
+    addresses = {
+        a
+        for c in customers.values()
+        for a in (normalise_email(c.get("email")), normalise_phone(c.get("phone")))
+        if a
+    }
+    found: set[tuple[str, str, str]] = set()
+    ordered = sorted(addresses)
+    with engine.connect() as conn:
+        for start in range(0, len(ordered), 900):
+            rows = conn.execute(
+                sa.select(suppressions.c.channel, suppressions.c.address, suppressions.c.scope).where(
+                    suppressions.c.address.in_(ordered[start : start + 900])
+                )
+            )
+            found.update((r[0], r[1], r[2]) for r in rows)
+    return found
+
+
+def load_customers(engine: sa.Engine, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Customer rows by id, checked for the contract columns."""
+    frame = read_by_ids(engine, "customers", ids)
+    missing = [c for c in CUSTOMER_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SegmentError(f"warehouse table customers is missing column(s): {', '.join(missing)}")
+    frame["customer_id"] = frame["customer_id"].astype(str)
+    return {r["customer_id"]: r for r in records(frame)}
+
+
+@dataclass
+class Candidate:
+    """One (customer, step, anchor) the segment makes due, with the decision about it."""
+
+    step: Step
+    row: dict[str, Any]
+    customer: dict[str, Any] | None
+    key: str
+    decision: Decision
+    message: Message | None = None
+    outcome: str = "skipped"
+
+
+def _message(rt: Runtime, campaign: Campaign, cand: Candidate, opts: RunOptions) -> Message:
+    assert cand.customer is not None and cand.decision.channel and cand.decision.address
+    channel = cand.decision.channel
+    context = build_context(
+        rt.settings, rt.brand, campaign, cand.step, cand.customer, cand.row, channel, opts.as_of
+    )
+    parts = rt.renderer.render(campaign.id, cand.step.template_name, channel, context)
+    headers = {}
+    if channel == "email":
+        headers = {
+            "List-Unsubscribe": f"<{context['links']['unsubscribe']}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    return Message(
+        idempotency_key=cand.key,
+        campaign=campaign.id,
+        step=cand.step.id,
+        customer_id=str(cand.row["customer_id"]),
+        channel=channel,
+        to=cand.decision.address,
+        text=parts.get("txt") or parts["sms"],
+        send_at=cand.decision.send_at or opts.send_time,
+        category=campaign.category,
+        subject=parts.get("subject"),
+        html=parts.get("html"),
+        sender=f"{rt.brand.from_name} <{rt.brand.from_email}>" if channel == "email" else rt.brand.sms_sender,
+        reply_to=rt.brand.reply_to,
+        headers=headers,
+    )
+
+
+def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOptions) -> list[Candidate]:
+    """Decide every due (customer, step) of an audience chunk and render the eligible messages."""
+    rows = records(frame)
+    due = [
+        (step, row)
+        for row in rows
+        for step in due_steps(campaign, row["anchor_at"], opts.as_of, row.get("step"))
+    ]
+    ids = sorted({str(row["customer_id"]) for _, row in due})
+    customers = load_customers(rt.warehouse, ids)
+    prefs = read_by_ids(
+        rt.warehouse, "channel_preferences", ids, "customer_id, channel, opted_in, consented_at"
+    )
+    keys = [
+        ledger.idempotency_key(campaign.id, s.id, str(r["customer_id"]), str(r["anchor_id"])) for s, r in due
+    ]
+    facts = Facts(
+        consent=_consent(prefs),
+        suppressed=_suppressed(rt.state, customers),
+        ledger_keys=ledger.existing_keys(rt.state, keys),
+        marketing_sends=ledger.marketing_sends(rt.state, ids, opts.as_of - dt.timedelta(days=6)),
+    )
+    out: list[Candidate] = []
+    for (step, row), key in zip(due, keys, strict=True):
+        customer = customers.get(str(row["customer_id"]))
+        if customer is None:
+            out.append(Candidate(step, row, None, key, Decision("unknown_customer")))
+            continue
+        decision = decide(
+            campaign,
+            customer,
+            key,
+            row.get("exit_reason"),
+            facts,
+            opts.as_of,
+            opts.send_time,
+            rt.settings.default_timezone,
+        )
+        cand = Candidate(step, row, customer, key, decision)
+        if decision.eligible:
+            if campaign.category == "marketing":
+                facts.marketing_sends.setdefault(customer["customer_id"], []).append(opts.as_of)
+            try:
+                cand.message = _message(rt, campaign, cand, opts)
+            except RenderError as exc:
+                cand.decision, cand.outcome = (
+                    Decision("render_error", decision.channel, detail=str(exc)),
+                    "failed",
+                )
+                log.warning(
+                    "render failed for customer %s step %s: %s", customer["customer_id"], step.id, exc
+                )
+        out.append(cand)
+    return out
+
+
+def _sent_in_run(rt: Runtime, campaign: Campaign, run_id: str) -> int:
+    with rt.state.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(ledger.ledger)
+                .where(ledger.ledger.c.campaign == campaign.id, ledger.ledger.c.run_id == run_id)
+            ).scalar_one()
+        )
+
+
+def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
+    """Claim, send and record every rendered message (all rendering is done before the first send)."""
+    ready = [c for c in cands if c.message is not None]
+    if opts.dry_run:
+        for c in ready:
+            c.outcome = "dry_run"
+        return
+    if opts.send_limit is not None:
+        room = max(0, opts.send_limit - _sent_in_run(rt, campaign, opts.run_id))
+        for c in ready[room:]:
+            c.decision, c.message = Decision("send_limit", c.decision.channel), None
+        ready = ready[:room]
+    for kind in campaign.channels:
+        batch = [c for c in ready if c.decision.channel == kind]
+        if not batch:
+            continue
+        channel = rt.channel(kind)
+        won = ledger.claim(
+            rt.state,
+            [
+                {
+                    "idempotency_key": c.key,
+                    "campaign": campaign.id,
+                    "step": c.step.id,
+                    "customer_id": c.customer["customer_id"],
+                    "anchor_id": str(c.row["anchor_id"]),
+                    "channel": kind,
+                    "category": campaign.category,
+                    "provider": channel.provider,
+                    "run_id": opts.run_id,
+                    "as_of": opts.as_of,
+                    "send_at": c.message.send_at if c.message else None,
+                }
+                for c in batch
+                if c.customer is not None
+            ],
+        )
+        for c in batch:
+            if c.key not in won:
+                c.decision, c.outcome = (
+                    Decision("already_sent", kind, detail="claimed by another run"),
+                    "skipped",
+                )
+        mine = [c for c in batch if c.key in won]
+        results = {r.idempotency_key: r for r in channel.send([c.message for c in mine if c.message])}
+        ledger.record(
+            rt.state,
+            [(r.idempotency_key, r.status, r.provider_message_id, r.error) for r in results.values()],
+        )
+        for c in mine:
+            result = results.get(c.key)
+            c.outcome = result.status if result else "unknown"
+            if result and result.error:
+                c.decision = Decision(c.outcome, kind, detail=result.error)
+
+
+def record_decisions(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
+    """Store every decision with its reason (what ``explain`` and the summary read)."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [
+        {
+            "run_id": opts.run_id,
+            "as_of": opts.as_of,
+            "campaign": campaign.id,
+            "step": c.step.id,
+            "customer_id": str(c.row["customer_id"]),
+            "anchor_id": str(c.row["anchor_id"]),
+            "channel": c.decision.channel,
+            "outcome": c.outcome,
+            "reason": c.outcome if c.outcome in ("sent", "dry_run") else c.decision.reason,
+            "detail": c.decision.detail or None,
+            "idempotency_key": c.key,
+            "decided_at": now,
+        }
+        for c in cands
+    ]
+    if rows:
+        with rt.state.begin() as conn:
+            conn.execute(decisions.insert(), rows)
+
+
+def check_sample(rt: Runtime, campaign: Campaign, sample: pd.DataFrame, as_of: dt.date) -> int:
+    """Compile every template and render each step and channel on sample rows; return rows rendered.
+
+    Any failure raises, so a campaign whose sample render fails sends nothing.
+    """
+    for step in campaign.steps:
+        for channel in campaign.channels:
+            rt.renderer.compile_all(campaign.id, step.template_name, channel)
+    rows = records(sample.head(SAMPLE_ROWS))
+    customers = load_customers(rt.warehouse, sorted({str(r["customer_id"]) for r in rows}))
+    rendered = 0
+    for row in rows:
+        customer = customers.get(str(row["customer_id"]))
+        if customer is None:
+            continue
+        for step in campaign.steps:
+            if row.get("step") not in (None, step.id):
+                continue
+            for channel in campaign.channels:
+                context = build_context(rt.settings, rt.brand, campaign, step, customer, row, channel, as_of)
+                rt.renderer.render(campaign.id, step.template_name, channel, context)
+        rendered += 1
+    return rendered
+
+
+def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
+    """Materialise the audience into chunk files and check the templates against sample rows."""
+    chunks = materialise(
+        rt.warehouse, campaign, opts.as_of, opts.run_id, rt.settings.work_url, rt.settings.chunk_size
+    )
+    check_sample(rt, campaign, read_chunk(chunks[0]) if chunks else pd.DataFrame(), opts.as_of)
+    if not chunks:
+        log.info(
+            "campaign %s: segment %s returned no rows for %s; nothing to send",
+            campaign.id,
+            campaign.segment,
+            opts.as_of,
+        )
+    return chunks
+
+
+def process_chunk(rt: Runtime, campaign: Campaign, chunk_url: str, opts: RunOptions) -> dict[str, int]:
+    """Decide, render, send and record one audience chunk; returns counts by reason."""
+    cands = evaluate(rt, campaign, read_chunk(chunk_url), opts)
+    deliver(rt, campaign, cands, opts)
+    record_decisions(rt, campaign, cands, opts)
+    counts = Counter(c.outcome if c.outcome in ("sent", "dry_run") else c.decision.reason for c in cands)
+    log.info("campaign %s chunk %s: %s", campaign.id, Path(chunk_url).name, dict(counts))
+    return dict(counts)
+
+
+def run(rt: Runtime, campaign_id: str, opts: RunOptions) -> dict[str, int]:
+    """The whole pipeline in one process (the CLI path): plan, every chunk, totals."""
+    campaign = rt.campaign(campaign_id)
+    totals: Counter[str] = Counter()
+    for chunk in plan(rt, campaign, opts):
+        totals.update(process_chunk(rt, campaign, chunk, opts))
+    return dict(totals)

@@ -1,0 +1,94 @@
+"""Segment queries: a campaign's SQL, run with bound parameters, read into pandas in chunks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pandas as pd
+import sqlalchemy as sa
+
+from loyalflow.errors import SegmentError
+from loyalflow.spec import Campaign
+
+REQUIRED_COLUMNS = ("customer_id", "anchor_id", "anchor_at")
+
+
+def query_params(campaign: Campaign, as_of: dt.date) -> dict[str, Any]:
+    """Bound parameters every segment query may use, plus the campaign's own ``params``."""
+    start = dt.datetime.combine(as_of, dt.time())
+    lookback = campaign.max_delay_days + campaign.catch_up_days
+    return {
+        "as_of": as_of.isoformat(),
+        "as_of_start": start,
+        "as_of_end": start + dt.timedelta(days=1),
+        "window_start": start - dt.timedelta(days=lookback),
+        **campaign.params,
+    }
+
+
+def read_segment(
+    engine: sa.Engine, campaign: Campaign, as_of: dt.date, chunk_size: int
+) -> Iterator[pd.DataFrame]:
+    """Yield the audience in chunks of at most ``chunk_size`` rows, checked for the required columns."""
+    path = campaign.segment_path
+    sql = path.read_text(encoding="utf-8").strip().rstrip(";")
+    if not sql:
+        raise SegmentError(f"{path}: the segment query is empty")
+    try:
+        with engine.connect() as conn:
+            for frame in pd.read_sql_query(
+                sa.text(sql), conn, params=query_params(campaign, as_of), chunksize=chunk_size
+            ):
+                missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+                if missing:
+                    raise SegmentError(
+                        f"{path}: segment is missing column(s) {', '.join(missing)}; "
+                        f"it returned {', '.join(frame.columns)}"
+                    )
+                frame["customer_id"] = frame["customer_id"].astype(str)
+                frame["anchor_id"] = frame["anchor_id"].astype(str)
+                frame["anchor_at"] = pd.to_datetime(frame["anchor_at"], utc=True).dt.tz_localize(None)
+                yield frame
+    except sa.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise SegmentError(f"{path}: SQL error: {detail}") from exc
+
+
+def run_folder(work_url: str, campaign_id: str, run_id: str) -> str:
+    """The object-storage folder holding one run's audience chunks."""
+    return f"{work_url.rstrip('/')}/{campaign_id}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', run_id)}"
+
+
+def materialise(
+    engine: sa.Engine, campaign: Campaign, as_of: dt.date, run_id: str, work_url: str, chunk_size: int
+) -> list[str]:
+    """Write the audience once per run as Parquet chunks and return their URLs (reused on retry)."""
+    folder = run_folder(work_url, campaign.id, run_id)
+    fs, root = fsspec.core.url_to_fs(folder)
+    manifest = f"{root}/manifest.json"
+    if fs.exists(manifest):
+        with fs.open(manifest, "r") as fh:
+            return list(json.load(fh)["chunks"])
+    fs.makedirs(root, exist_ok=True)
+    chunks: list[str] = []
+    for i, frame in enumerate(read_segment(engine, campaign, as_of, chunk_size)):
+        path = f"{root}/chunk-{i:05d}.parquet"
+        with fs.open(path, "wb") as fh:
+            frame.to_parquet(fh, index=False)
+        chunks.append(fs.unstrip_protocol(path))
+    with fs.open(manifest, "w") as fh:
+        json.dump(
+            {"campaign": campaign.id, "as_of": as_of.isoformat(), "run_id": run_id, "chunks": chunks}, fh
+        )
+    return chunks
+
+
+def read_chunk(url: str) -> pd.DataFrame:
+    """Load one audience chunk written by :func:`materialise`."""
+    with fsspec.open(url, "rb") as fh:
+        return pd.read_parquet(fh)

@@ -1,0 +1,1 @@
+"""Local stand-ins for providers, used by tests, chaos and benchmarks."""

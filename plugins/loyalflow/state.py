@@ -1,0 +1,74 @@
+"""loyalflow's own tables (prefixed ``loyalflow_``): send ledger, decisions and suppressions."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+ledger = sa.Table(
+    "loyalflow_ledger",
+    metadata,
+    sa.Column("idempotency_key", sa.String(64), primary_key=True),
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("step", sa.String(100), nullable=False),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("anchor_id", sa.String(200), nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("category", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # claimed | sent | failed | unknown
+    sa.Column("provider", sa.String(20), nullable=False),
+    sa.Column("provider_message_id", sa.String(200)),
+    sa.Column("error", sa.Text),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("send_at", sa.DateTime),
+    sa.Column("claimed_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_loyalflow_ledger_customer", "customer_id", "as_of"),
+    sa.Index("ix_loyalflow_ledger_campaign", "campaign", "step", "status"),
+)
+
+decisions = sa.Table(
+    "loyalflow_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("step", sa.String(100), nullable=False),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("anchor_id", sa.String(200), nullable=False),
+    sa.Column("channel", sa.String(20)),
+    sa.Column("outcome", sa.String(20), nullable=False),  # sent | skipped | failed | dry_run
+    sa.Column("reason", sa.String(60), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("idempotency_key", sa.String(64)),
+    sa.Column("decided_at", sa.DateTime, nullable=False),
+    sa.Index("ix_loyalflow_decisions_run", "run_id", "campaign"),
+    sa.Index("ix_loyalflow_decisions_customer", "customer_id"),
+)
+
+suppressions = sa.Table(
+    "loyalflow_suppressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("address", sa.String(320), nullable=False),  # normalised email or E.164 phone
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("scope", sa.String(100), nullable=False),  # all | <campaign category> | <campaign id>
+    sa.Column("reason", sa.String(40), nullable=False),  # unsubscribed | bounced | complained | manual
+    sa.Column("source", sa.String(100)),
+    sa.Column("customer_id", sa.String(100)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("address", "channel", "scope", "reason", name="uq_loyalflow_suppression"),
+)
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Create loyalflow's tables when missing (idempotent, safe to call from concurrent tasks)."""
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except sa.exc.OperationalError:
+        metadata.create_all(engine, checkfirst=True)  # lost a create race with a concurrent task
+    except sa.exc.IntegrityError:
+        metadata.create_all(engine, checkfirst=True)

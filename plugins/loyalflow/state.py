@@ -64,6 +64,43 @@ suppressions = sa.Table(
 )
 
 
+responses = sa.Table(
+    "loyalflow_responses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("campaign", sa.String(100)),
+    sa.Column("answer", sa.String(20), nullable=False),  # positive | negative | later
+    sa.Column("channel", sa.String(20)),
+    sa.Column("source", sa.String(40), nullable=False),  # link | sms | webhook | import
+    sa.Column("snooze_until", sa.Date),  # for "contact me later"
+    sa.Column("churn_type", sa.String(30)),  # account_churn | product_churn | decreased_spend
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Index("ix_loyalflow_responses_customer", "customer_id", "campaign"),
+)
+
+referral_codes = sa.Table(
+    "loyalflow_referral_codes",
+    metadata,
+    sa.Column("customer_id", sa.String(100), primary_key=True),
+    sa.Column("code", sa.String(40), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+delivery_events = sa.Table(
+    "loyalflow_delivery_events",
+    metadata,
+    sa.Column("provider", sa.String(20), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),  # e.g. SendGrid sg_event_id: dedupe key
+    sa.Column("event_type", sa.String(40), nullable=False),  # delivered | open | click | bounce | ...
+    sa.Column("idempotency_key", sa.String(64)),
+    sa.Column("provider_message_id", sa.String(200)),
+    sa.Column("customer_id", sa.String(100)),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),
+    sa.Index("ix_loyalflow_delivery_events_key", "idempotency_key"),
+)
+
+
 def ensure_schema(engine: sa.Engine) -> None:
     """Create loyalflow's tables when missing (idempotent, safe to call from concurrent tasks)."""
     try:

@@ -1,0 +1,99 @@
+"""Thank-you end to end through the library pipeline and the CLI, on a contract-only warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from loyalflow.cli import app
+from loyalflow.settings import Settings
+from tests.factories import Shop
+
+AS_OF = dt.date(2026, 11, 20)
+DAY = dt.datetime(2026, 11, 20, 14, 30)
+runner = CliRunner()
+
+
+def outbox_lines(settings: Settings) -> list[dict]:
+    """Every message in the outbox."""
+    return [json.loads(line) for f in sorted(Path(settings.outbox_dir).rglob("*.jsonl"))
+            for line in f.read_text().splitlines()]
+
+
+def run_cli(settings: Settings, *args: str) -> str:
+    result = runner.invoke(app, ["run", "thank_you", "--as-of", str(AS_OF), "--warehouse", settings.warehouse_url,
+                                 "--outbox", str(settings.outbox_dir), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_buyers_thanked_once_and_rerun_adds_nothing(settings: Settings, shop: Shop) -> None:
+    buyer = shop.customer(first_name="Zoë")
+    shop.order(buyer, DAY)
+    shop.order(buyer, DAY + dt.timedelta(hours=2))  # two orders the same day: still one thank-you
+    yesterday = shop.customer()
+    shop.order(yesterday, DAY - dt.timedelta(days=3))
+    returned = shop.customer()
+    shop.order(returned, DAY, status="returned")
+    run_cli(settings)
+    lines = outbox_lines(settings)
+    assert [(m["customer_id"], m["step"], m["channel"]) for m in lines] == [(buyer, "thanks", "email")]
+    msg = lines[0]
+    assert msg["subject"].startswith("Zoë, thank you")
+    assert msg["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["headers"]["List-Unsubscribe"].startswith("<http")
+    assert set(msg) >= {"campaign", "step", "customer_id", "channel", "to", "subject", "text", "html", "headers",
+                        "send_at", "idempotency_key"}
+    eml = email.message_from_bytes(next(Path(settings.outbox_dir).rglob("*.eml")).read_bytes())
+    assert eml.get_content_type() == "multipart/alternative"
+    assert eml["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    output = run_cli(settings)
+    assert "already_sent" in output
+    assert len(outbox_lines(settings)) == 1
+
+
+def test_referrer_is_thanked_when_friend_buys(settings: Settings, shop: Shop) -> None:
+    referrer = shop.customer(first_name="Maya")
+    friend = shop.customer(first_name="Leo")
+    shop.order(friend, DAY, referred_by=referrer)
+    run_cli(settings)
+    steps = {(m["customer_id"], m["step"]) for m in outbox_lines(settings)}
+    assert steps == {(friend, "thanks"), (referrer, "referrer_thanks")}
+    referrer_msg = next(m for m in outbox_lines(settings) if m["step"] == "referrer_thanks")
+    assert "Leo" in referrer_msg["subject"]
+
+
+def test_falls_back_to_sms_when_email_not_opted_in(settings: Settings, shop: Shop) -> None:
+    cid = shop.customer(phone="+14155550123", channels=("sms",), timezone="America/Los_Angeles")
+    shop.order(cid, DAY)
+    run_cli(settings)
+    (msg,) = outbox_lines(settings)
+    assert msg["channel"] == "sms" and msg["to"] == "+14155550123"
+    assert "Reply STOP to opt out" in msg["text"]
+    assert "subject" not in msg
+
+
+def test_no_consent_row_means_no_message(settings: Settings, shop: Shop) -> None:
+    cid = shop.customer(channels=())
+    shop.order(cid, DAY)
+    withdrew = shop.customer()
+    shop.consent(withdrew, "email", False, at=dt.datetime(2026, 1, 1))  # latest row wins
+    shop.order(withdrew, DAY)
+    output = run_cli(settings)
+    assert outbox_lines(settings) == []
+    assert "no_consent" in output
+
+
+def test_dry_run_and_send_limit(settings: Settings, shop: Shop) -> None:
+    for _ in range(5):
+        shop.order(shop.customer(), DAY)
+    run_cli(settings, "--dry-run")
+    assert outbox_lines(settings) == []
+    run_cli(settings, "--send-limit", "2")
+    assert len(outbox_lines(settings)) == 2
+    run_cli(settings)
+    assert len(outbox_lines(settings)) == 5

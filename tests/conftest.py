@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,8 @@ for name in [n for n in os.environ if n.startswith("LOYALFLOW_")]:
     del os.environ[name]
 
 import sqlalchemy as sa  # noqa: E402
-
 from loyalflow.settings import Settings, get_settings  # noqa: E402
+
 from tests.factories import Shop  # noqa: E402
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -86,3 +87,15 @@ def settings(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -
 def shop(settings: Settings) -> Shop:
     """A contract-only warehouse (no demo extras) in the settings' SQLite database."""
     return Shop(sa.create_engine(settings.warehouse_url))
+
+
+@pytest.fixture
+def project(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A writable copy of the campaigns, templates and DAG files, used as LOYALFLOW_HOME."""
+    home = tmp_path / "project"
+    for folder in ("campaigns", "templates", "dags"):
+        shutil.copytree(ROOT / folder, home / folder)
+    monkeypatch.setenv("LOYALFLOW_HOME", str(home))
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()

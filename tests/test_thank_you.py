@@ -7,10 +7,10 @@ import email
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from loyalflow.cli import app
 from loyalflow.settings import Settings
+from typer.testing import CliRunner
+
 from tests.factories import Shop
 
 AS_OF = dt.date(2026, 11, 20)
@@ -20,13 +20,28 @@ runner = CliRunner()
 
 def outbox_lines(settings: Settings) -> list[dict]:
     """Every message in the outbox."""
-    return [json.loads(line) for f in sorted(Path(settings.outbox_dir).rglob("*.jsonl"))
-            for line in f.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted(Path(settings.outbox_dir).rglob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
 
 
 def run_cli(settings: Settings, *args: str) -> str:
-    result = runner.invoke(app, ["run", "thank_you", "--as-of", str(AS_OF), "--warehouse", settings.warehouse_url,
-                                 "--outbox", str(settings.outbox_dir), *args])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "thank_you",
+            "--as-of",
+            str(AS_OF),
+            "--warehouse",
+            settings.warehouse_url,
+            "--outbox",
+            str(settings.outbox_dir),
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -46,8 +61,19 @@ def test_buyers_thanked_once_and_rerun_adds_nothing(settings: Settings, shop: Sh
     assert msg["subject"].startswith("Zoë, thank you")
     assert msg["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["headers"]["List-Unsubscribe"].startswith("<http")
-    assert set(msg) >= {"campaign", "step", "customer_id", "channel", "to", "subject", "text", "html", "headers",
-                        "send_at", "idempotency_key"}
+    assert set(msg) >= {
+        "campaign",
+        "step",
+        "customer_id",
+        "channel",
+        "to",
+        "subject",
+        "text",
+        "html",
+        "headers",
+        "send_at",
+        "idempotency_key",
+    }
     eml = email.message_from_bytes(next(Path(settings.outbox_dir).rglob("*.eml")).read_bytes())
     assert eml.get_content_type() == "multipart/alternative"
     assert eml["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

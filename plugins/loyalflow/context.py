@@ -6,12 +6,27 @@ import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
+from loyalflow.referral import code_for
 from loyalflow.render import greeting
 from loyalflow.settings import Settings
 from loyalflow.spec import Brand, Campaign, Step
 from loyalflow.tokens import LinkToken, sign
 
-RESERVED = frozenset({"customer", "brand", "campaign", "step", "links", "greeting", "first_name", "as_of"})
+RESERVED = frozenset(
+    {
+        "customer",
+        "brand",
+        "campaign",
+        "step",
+        "links",
+        "greeting",
+        "first_name",
+        "as_of",
+        "params",
+        "referral_code",
+        "referral_url",
+    }
+)
 
 
 def links(settings: Settings, customer_id: str, channel: str, campaign: str) -> dict[str, Any]:
@@ -37,10 +52,11 @@ def build_context(
     channel: str,
     as_of: dt.date,
 ) -> dict[str, Any]:
-    """Segment columns at top level, plus ``customer``, ``brand``, ``links``, ``greeting`` and more."""
+    """Segment columns at top level, plus customer, brand, links, greeting, params and referral code."""
     first = customer.get("first_name")
     first = first.strip() if isinstance(first, str) and first.strip() else None
     extras = {k: v for k, v in row.items() if k not in RESERVED}
+    code = code_for(settings.secret_key, str(customer["customer_id"]))
     return {
         **extras,
         "customer": customer,
@@ -51,4 +67,7 @@ def build_context(
         "step": step.id,
         "links": links(settings, str(customer["customer_id"]), channel, campaign.id),
         "as_of": as_of,
+        "params": campaign.params,
+        "referral_code": code,
+        "referral_url": f"{brand.website.rstrip('/')}/r/{code}",
     }

@@ -36,22 +36,45 @@ def run_in_airflow(settings: Settings, campaign_id: str, as_of: dt.date) -> str:
     return str(dag_run.run_id)
 
 
+SIMULATED_DAYS = 35  # covers every step: dormant reactivation's last call is 30 days after entry
+SEND_HOUR = dt.time(15)  # simulated days send at 15:00 UTC: daytime in Europe and the Americas
+
+
 def run_demo(
-    settings: Settings, as_of: dt.date, customers: int, via_airflow: bool, echo: Callable[[str], None]
+    settings: Settings,
+    as_of: dt.date,
+    customers: int,
+    via_airflow: bool,
+    echo: Callable[[str], None],
+    days: int = SIMULATED_DAYS,
 ) -> pd.DataFrame:
-    """Seed (once) and run every campaign for ``as_of``; returns the summary of this demo's runs."""
+    """Seed (once), simulate ``days`` days through the library, run ``as_of`` through Airflow.
+
+    Returns the summary of every run of this demo; rerunning it sends nothing new.
+    """
     rt = Runtime(settings)
     if not has_warehouse(rt.warehouse):
         echo(f"seeding the demo warehouse ({customers} customers) at {settings.warehouse_url}")
         counts = seed(rt.warehouse, as_of, customers=customers)
         echo("seeded " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+    campaigns = [p.stem for p in campaign_files(settings.campaigns_dir)]
     run_ids = []
-    for path in campaign_files(settings.campaigns_dir):
-        echo(f"running {path.stem} for {as_of}{' through Airflow' if via_airflow else ''}")
+    echo(f"simulating {days} days before {as_of} through the library pipeline")
+    for back in range(days, 0, -1):
+        day = as_of - dt.timedelta(days=back)
+        run_id = f"demo__{day}"
+        for campaign_id in campaigns:
+            run(rt, campaign_id, RunOptions(day, run_id, now=dt.datetime.combine(day, SEND_HOUR)))
+        run_ids.append(run_id)
+    for campaign_id in campaigns:
+        echo(f"running {campaign_id} for {as_of}{' through Airflow' if via_airflow else ''}")
         if via_airflow:
-            run_ids.append(run_in_airflow(settings, path.stem, as_of))
+            run_ids.append(run_in_airflow(settings, campaign_id, as_of))
         else:
-            run_id = f"demo__{as_of}"
-            run(rt, path.stem, RunOptions(as_of, run_id))
-            run_ids.append(run_id)
-    return summary(rt.state, run_ids)
+            run(
+                rt,
+                campaign_id,
+                RunOptions(as_of, f"demo__{as_of}", now=dt.datetime.combine(as_of, SEND_HOUR)),
+            )
+            run_ids.append(f"demo__{as_of}")
+    return summary(rt.state, sorted(set(run_ids)))

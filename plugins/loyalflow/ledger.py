@@ -15,6 +15,7 @@ from loyalflow.state import ledger
 from loyalflow.warehouse import ID_BATCH
 
 COUNTED = ("claimed", "sent", "unknown")  # a message that went, or may have gone, out
+RELEASED = "released"  # certainly not delivered: free to be claimed again
 
 
 def idempotency_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:
@@ -27,14 +28,16 @@ def _utcnow() -> dt.datetime:
 
 
 def existing_keys(engine: sa.Engine, keys: Iterable[str]) -> set[str]:
-    """The keys already in the ledger, whatever their state (claimed, sent, failed, unknown)."""
+    """The keys already in the ledger in any state but ``released`` (claimed, sent, failed, unknown)."""
     keys = list(keys)
     found: set[str] = set()
     with engine.connect() as conn:
         for start in range(0, len(keys), ID_BATCH):
             batch = keys[start : start + ID_BATCH]
             rows = conn.execute(
-                sa.select(ledger.c.idempotency_key).where(ledger.c.idempotency_key.in_(batch))
+                sa.select(ledger.c.idempotency_key).where(
+                    ledger.c.idempotency_key.in_(batch), ledger.c.status != RELEASED
+                )
             )
             found.update(r[0] for r in rows)
     return found
@@ -58,25 +61,100 @@ def marketing_sends(engine: sa.Engine, customer_ids: list[str], since: dt.date) 
     return out
 
 
+def recent_anchors(
+    engine: sa.Engine, campaign: str, customer_ids: list[str], as_of: dt.date, days: int | None
+) -> dict[str, dict[str, dt.date]]:
+    """Per customer: anchors of ``campaign`` messaged in the ``days`` before as_of, with their last day."""
+    out: dict[str, dict[str, dt.date]] = defaultdict(dict)
+    if days is None:
+        return out
+    with engine.connect() as conn:
+        for start in range(0, len(customer_ids), ID_BATCH):
+            rows = conn.execute(
+                sa.select(ledger.c.customer_id, ledger.c.anchor_id, sa.func.max(ledger.c.as_of))
+                .where(
+                    ledger.c.campaign == campaign,
+                    ledger.c.customer_id.in_(customer_ids[start:start + ID_BATCH]),
+                    ledger.c.status.in_(COUNTED),
+                    ledger.c.as_of > as_of - dt.timedelta(days=days),
+                )
+                .group_by(ledger.c.customer_id, ledger.c.anchor_id)
+            )
+            for customer_id, anchor_id, day in rows:
+                out[customer_id][anchor_id] = day
+    return out
+
+
 def _insert(engine: sa.Engine) -> Any:
     return (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(ledger)
 
 
 def claim(engine: sa.Engine, rows: list[dict]) -> set[str]:
-    """Insert ``claimed`` rows; return the keys this caller won (a concurrent copy gets none of them)."""
+    """Claim keys for sending; return the keys this caller won (a concurrent copy gets none of them).
+
+    New keys are inserted (``ON CONFLICT DO NOTHING``); ``released`` rows are taken over one by one
+    with ``UPDATE ... WHERE status = 'released'``, which only one concurrent caller can match.
+    """
     if not rows:
         return set()
     now = _utcnow()
     won: set[str] = set()
+    rows = sorted(rows, key=lambda r: r["idempotency_key"])  # one lock order for every caller
     with engine.begin() as conn:
         for start in range(0, len(rows), 500):
             batch = [
-                {**r, "status": "claimed", "claimed_at": now, "updated_at": now}
+                {**r, "status": "claimed", "claimed_at": now, "updated_at": now, "error": None}
                 for r in rows[start : start + 500]
             ]
             stmt = _insert(engine).values(batch).on_conflict_do_nothing(index_elements=["idempotency_key"])
             won.update(r[0] for r in conn.execute(stmt.returning(ledger.c.idempotency_key)))
+            lost = [r for r in batch if r["idempotency_key"] not in won]
+            released = _released(conn, [r["idempotency_key"] for r in lost])
+            for r in lost:
+                if r["idempotency_key"] in released and _take_over(conn, r, now):
+                    won.add(r["idempotency_key"])
     return won
+
+
+def _released(conn: sa.Connection, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    stmt = sa.select(ledger.c.idempotency_key).where(
+        ledger.c.idempotency_key.in_(keys), ledger.c.status == RELEASED
+    )
+    return {r[0] for r in conn.execute(stmt)}
+
+
+def _take_over(conn: sa.Connection, row: dict, now: dt.datetime) -> bool:
+    stmt = (
+        sa.update(ledger)
+        .where(ledger.c.idempotency_key == row["idempotency_key"], ledger.c.status == RELEASED)
+        .values(
+            status="claimed",
+            provider=row["provider"],
+            run_id=row["run_id"],
+            send_at=row.get("send_at"),
+            provider_message_id=None,
+            error=None,
+            claimed_at=now,
+            updated_at=now,
+        )
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def expire_stale_claims(engine: sa.Engine, lease_seconds: float, campaign: str | None = None) -> int:
+    """Turn rows still ``claimed`` after the lease (their process crashed) into ``unknown``."""
+    now = _utcnow()
+    stmt = (
+        sa.update(ledger)
+        .where(ledger.c.status == "claimed", ledger.c.claimed_at <= now - dt.timedelta(seconds=lease_seconds))
+        .values(status="unknown", error="claim lease expired (the sending process stopped)", updated_at=now)
+    )
+    if campaign is not None:
+        stmt = stmt.where(ledger.c.campaign == campaign)
+    with engine.begin() as conn:
+        return int(conn.execute(stmt).rowcount)
 
 
 def record(engine: sa.Engine, results: list[tuple[str, str, str | None, str | None]]) -> None:

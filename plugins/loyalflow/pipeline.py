@@ -13,17 +13,19 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from loyalflow import ledger
+from loyalflow import caps, ledger, suppressions
 from loyalflow.addresses import normalise_email, normalise_phone
-from loyalflow.channels import Channel, Message, channel_for
+from loyalflow.channels import Channel, Message, SendResult, channel_for
 from loyalflow.context import build_context
-from loyalflow.eligibility import Decision, Facts, decide
+from loyalflow.eligibility import Decision, Facts, Policy, consent_map, decide
 from loyalflow.errors import LoyalflowError, RenderError, SegmentError
+from loyalflow.programs import PROGRAMS
+from loyalflow.reconcile import reconcile
 from loyalflow.render import Renderer
 from loyalflow.segments import materialise, read_chunk
 from loyalflow.settings import Settings
 from loyalflow.spec import Brand, Campaign, Step, campaign_files, load_brand, load_campaign
-from loyalflow.state import decisions, ensure_schema, suppressions
+from loyalflow.state import decisions, ensure_schema
 from loyalflow.warehouse import CUSTOMER_COLUMNS, engine_for, read_by_ids, records, url_from_connection
 
 log = logging.getLogger(__name__)
@@ -100,44 +102,46 @@ def due_steps(
 
     A segment may return a ``step`` column to make a row count for that step alone.
     """
-    anchor_day = anchor_at.date()
+    start = anchor_at.date() + dt.timedelta(days=campaign.anchor_offset_days)
     earliest = as_of - dt.timedelta(days=campaign.catch_up_days)
     return [
         s
         for s in campaign.steps
-        if earliest <= anchor_day + dt.timedelta(days=s.delay_days) <= as_of and only_step in (None, s.id)
+        if earliest <= start + dt.timedelta(days=s.delay_days) <= as_of and only_step in (None, s.id)
     ]
 
 
-def _consent(frame: pd.DataFrame) -> dict[str, dict[str, bool]]:
-    """Latest opt-in state per customer and channel (explicit opt-in: no row means no)."""
-    out: dict[str, dict[str, bool]] = {}
-    if frame.empty:
-        return out
-    frame = frame.sort_values("consented_at", na_position="first")
-    for row in frame.itertuples(index=False):
-        out.setdefault(str(row.customer_id), {})[str(row.channel)] = bool(row.opted_in)
-    return out
+def segment_params(rt: Runtime, campaign: Campaign) -> dict[str, Any]:
+    """Bound parameters a campaign's program adds to its segment query."""
+    program = PROGRAMS.get(campaign.program or "")
+    return program.params(rt.settings.campaigns_dir) if program else {}
 
 
-def _suppressed(engine: sa.Engine, customers: dict[str, dict[str, Any]]) -> set[tuple[str, str, str]]:
-    addresses = {
-        a
-        for c in customers.values()
-        for a in (normalise_email(c.get("email")), normalise_phone(c.get("phone")))
-        if a
-    }
-    found: set[tuple[str, str, str]] = set()
-    ordered = sorted(addresses)
-    with engine.connect() as conn:
-        for start in range(0, len(ordered), 900):
-            rows = conn.execute(
-                sa.select(suppressions.c.channel, suppressions.c.address, suppressions.c.scope).where(
-                    suppressions.c.address.in_(ordered[start : start + 900])
-                )
-            )
-            found.update((r[0], r[1], r[2]) for r in rows)
-    return found
+def prepare(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+    """Apply the campaign's program (if any) to segment rows before steps are worked out."""
+    program = PROGRAMS.get(campaign.program or "")
+    if program is None:
+        return frame
+    return program.prepare(rt.state, rt.settings.campaigns_dir, campaign.id, frame, as_of)
+
+
+def _suppressed(engine: sa.Engine, customers: dict[str, dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    emails = (normalise_email(c.get("email")) for c in customers.values())
+    phones = (normalise_phone(c.get("phone")) for c in customers.values())
+    return suppressions.lookup(engine, [a for a in (*emails, *phones) if a])
+
+
+def _reserver(rt: Runtime, campaign: Campaign, policy: Policy, opts: RunOptions) -> Any:
+    """The cap reservation callback ``decide`` uses (a dry run checks without reserving)."""
+
+    def reserve(customer_id: str, key: str, day: dt.date) -> str | None:
+        return caps.reserve(
+            rt.state, customer_id=customer_id, key=key, day=day, campaign=campaign.id,
+            priority=campaign.priority, per_day=policy.per_day, per_week=policy.per_week,
+            commit=not opts.dry_run,
+        )
+
+    return reserve
 
 
 def load_customers(engine: sa.Engine, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -196,7 +200,7 @@ def _message(rt: Runtime, campaign: Campaign, cand: Candidate, opts: RunOptions)
 
 def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOptions) -> list[Candidate]:
     """Decide every due (customer, step) of an audience chunk and render the eligible messages."""
-    rows = records(frame)
+    rows = records(prepare(rt, campaign, frame, opts.as_of))
     due = [
         (step, row)
         for row in rows
@@ -205,17 +209,19 @@ def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOpti
     ids = sorted({str(row["customer_id"]) for _, row in due})
     customers = load_customers(rt.warehouse, ids)
     prefs = read_by_ids(
-        rt.warehouse, "channel_preferences", ids, "customer_id, channel, opted_in, consented_at"
+        rt.warehouse, "channel_preferences", ids, "customer_id, channel, opted_in, source, consented_at"
     )
+    policy = Policy.for_campaign(rt.settings, campaign)
     keys = [
         ledger.idempotency_key(campaign.id, s.id, str(r["customer_id"]), str(r["anchor_id"])) for s, r in due
     ]
     facts = Facts(
-        consent=_consent(prefs),
+        consent=consent_map(records(prefs)),
         suppressed=_suppressed(rt.state, customers),
         ledger_keys=ledger.existing_keys(rt.state, keys),
-        marketing_sends=ledger.marketing_sends(rt.state, ids, opts.as_of - dt.timedelta(days=6)),
+        reserve=_reserver(rt, campaign, policy, opts),
     )
+    entries = ledger.recent_anchors(rt.state, campaign.id, ids, opts.as_of, campaign.reentry_days)
     out: list[Candidate] = []
     for (step, row), key in zip(due, keys, strict=True):
         customer = customers.get(str(row["customer_id"]))
@@ -226,16 +232,15 @@ def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOpti
             campaign,
             customer,
             key,
-            row.get("exit_reason"),
+            row.get("exit_reason") or _reentry(campaign, entries.get(customer["customer_id"], {}), row, key,
+                                               facts.ledger_keys),
             facts,
-            opts.as_of,
             opts.send_time,
-            rt.settings.default_timezone,
+            policy,
         )
         cand = Candidate(step, row, customer, key, decision)
         if decision.eligible:
-            if campaign.category == "marketing":
-                facts.marketing_sends.setdefault(customer["customer_id"], []).append(opts.as_of)
+            entries[customer["customer_id"]][str(row["anchor_id"])] = opts.as_of
             try:
                 cand.message = _message(rt, campaign, cand, opts)
             except RenderError as exc:
@@ -250,6 +255,16 @@ def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOpti
     return out
 
 
+def _reentry(campaign: Campaign, anchors: dict[str, dt.date], row: dict[str, Any], key: str,
+             sent: set[str]) -> str | None:
+    """Why a new anchor may not start yet: the customer had this campaign for another anchor too recently."""
+    others = [day for anchor, day in anchors.items() if anchor != str(row["anchor_id"])]
+    if campaign.reentry_days is None or key in sent or not others:
+        return None
+    return (f"re-entry wait: last message of this campaign on {max(others)} "
+            f"(re-entry after {campaign.reentry_days} days)")
+
+
 def _sent_in_run(rt: Runtime, campaign: Campaign, run_id: str) -> int:
     with rt.state.connect() as conn:
         return int(
@@ -262,19 +277,26 @@ def _sent_in_run(rt: Runtime, campaign: Campaign, run_id: str) -> int:
 
 
 def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
-    """Claim, send and record every rendered message (all rendering is done before the first send)."""
+    """Claim, send and record every rendered message (all rendering is done before the first send).
+
+    First settles what earlier runs left in doubt: stale claims become ``unknown``, provider events
+    resolve them, and what was certainly not delivered is released for the next run.
+    """
     ready = [c for c in cands if c.message is not None]
     if opts.dry_run:
         for c in ready:
             c.outcome = "dry_run"
         return
+    s = rt.settings
+    ledger.expire_stale_claims(rt.state, s.claim_lease_seconds, campaign.id)
+    reconcile(rt.state, s.event_window_seconds, campaign.id)
     if opts.send_limit is not None:
         room = max(0, opts.send_limit - _sent_in_run(rt, campaign, opts.run_id))
         for c in ready[room:]:
             c.decision, c.message = Decision("send_limit", c.decision.channel), None
         ready = ready[:room]
     for kind in campaign.channels:
-        batch = [c for c in ready if c.decision.channel == kind]
+        batch = [c for c in ready if c.decision.channel == kind and c.customer is not None]
         if not batch:
             continue
         channel = rt.channel(kind)
@@ -306,14 +328,16 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
                 )
         mine = [c for c in batch if c.key in won]
         results = {r.idempotency_key: r for r in channel.send([c.message for c in mine if c.message])}
+        for c in mine:  # a result the channel did not give may have gone out
+            results.setdefault(c.key, SendResult(c.key, "unknown", error="no result from the channel"))
         ledger.record(
             rt.state,
             [(r.idempotency_key, r.status, r.provider_message_id, r.error) for r in results.values()],
         )
         for c in mine:
-            result = results.get(c.key)
-            c.outcome = result.status if result else "unknown"
-            if result and result.error:
+            result = results[c.key]
+            c.outcome = result.status
+            if result.error:
                 c.decision = Decision(c.outcome, kind, detail=result.error)
 
 
@@ -350,12 +374,12 @@ def check_sample(rt: Runtime, campaign: Campaign, sample: pd.DataFrame, as_of: d
     for step in campaign.steps:
         for channel in campaign.channels:
             rt.renderer.compile_all(campaign.id, step.template_name, channel)
-    rows = records(sample.head(SAMPLE_ROWS))
+    rows = records(prepare(rt, campaign, sample.head(SAMPLE_ROWS), as_of))
     customers = load_customers(rt.warehouse, sorted({str(r["customer_id"]) for r in rows}))
     rendered = 0
     for row in rows:
         customer = customers.get(str(row["customer_id"]))
-        if customer is None:
+        if customer is None or row.get("exit_reason"):
             continue
         for step in campaign.steps:
             if row.get("step") not in (None, step.id):
@@ -369,9 +393,9 @@ def check_sample(rt: Runtime, campaign: Campaign, sample: pd.DataFrame, as_of: d
 
 def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
     """Materialise the audience into chunk files and check the templates against sample rows."""
-    chunks = materialise(
-        rt.warehouse, campaign, opts.as_of, opts.run_id, rt.settings.work_url, rt.settings.chunk_size
-    )
+    rt.state  # noqa: B018 - create loyalflow's tables first: segment SQL may read loyalflow_responses
+    chunks = materialise(rt.warehouse, campaign, opts.as_of, opts.run_id, rt.settings.work_url,
+                         rt.settings.chunk_size, segment_params(rt, campaign))
     check_sample(rt, campaign, read_chunk(chunks[0]) if chunks else pd.DataFrame(), opts.as_of)
     if not chunks:
         log.info(

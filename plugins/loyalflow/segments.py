@@ -19,31 +19,42 @@ REQUIRED_COLUMNS = ("customer_id", "anchor_id", "anchor_at")
 
 
 def query_params(campaign: Campaign, as_of: dt.date) -> dict[str, Any]:
-    """Bound parameters every segment query may use, plus the campaign's own ``params``."""
+    """Bound parameters every segment query may use, plus the campaign's own scalar ``params``.
+
+    Each integer param named ``<x>_days`` also yields ``<x>_start``: as_of's midnight minus that many days.
+    """
     start = dt.datetime.combine(as_of, dt.time())
-    lookback = campaign.max_delay_days + campaign.catch_up_days
+    end = start + dt.timedelta(days=1)
+    scalars = {k: v for k, v in campaign.params.items() if isinstance(v, str | int | float | bool)}
+    since = {f"{k[:-5]}_start": start - dt.timedelta(days=v) for k, v in scalars.items()
+             if k.endswith("_days") and isinstance(v, int) and not isinstance(v, bool)}
     return {
+        **scalars,
+        **since,
         "as_of": as_of.isoformat(),
         "as_of_start": start,
-        "as_of_end": start + dt.timedelta(days=1),
-        "window_start": start - dt.timedelta(days=lookback),
-        **campaign.params,
+        "as_of_end": end,
+        "window_start": start - dt.timedelta(days=campaign.lookback_days),
+        "anchor_end": end - dt.timedelta(days=campaign.anchor_offset_days),
     }
 
 
-def read_segment(
-    engine: sa.Engine, campaign: Campaign, as_of: dt.date, chunk_size: int
-) -> Iterator[pd.DataFrame]:
-    """Yield the audience in chunks of at most ``chunk_size`` rows, checked for the required columns."""
+def read_segment(engine: sa.Engine, campaign: Campaign, as_of: dt.date, chunk_size: int,
+                 extra: dict[str, Any] | None = None) -> Iterator[pd.DataFrame]:
+    """Yield the audience in chunks of at most ``chunk_size`` rows, checked for the required columns.
+
+    ``extra`` adds bound parameters; list values bind as expanding ``IN :name`` lists.
+    """
     path = campaign.segment_path
     sql = path.read_text(encoding="utf-8").strip().rstrip(";")
     if not sql:
         raise SegmentError(f"{path}: the segment query is empty")
+    params = {**query_params(campaign, as_of), **(extra or {})}
+    stmt = sa.text(sql).bindparams(*[sa.bindparam(k, expanding=True) for k, v in params.items()
+                                     if isinstance(v, list) and f":{k}" in sql])
     try:
         with engine.connect() as conn:
-            for frame in pd.read_sql_query(
-                sa.text(sql), conn, params=query_params(campaign, as_of), chunksize=chunk_size
-            ):
+            for frame in pd.read_sql_query(stmt, conn, params=params, chunksize=chunk_size):
                 missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
                 if missing:
                     raise SegmentError(
@@ -54,8 +65,9 @@ def read_segment(
                 frame["anchor_id"] = frame["anchor_id"].astype(str)
                 frame["anchor_at"] = pd.to_datetime(frame["anchor_at"], utc=True).dt.tz_localize(None)
                 yield frame
-    except sa.exc.SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
+        detail = str(getattr(cause, "orig", None) or cause).splitlines()[0]
         raise SegmentError(f"{path}: SQL error: {detail}") from exc
 
 
@@ -64,9 +76,8 @@ def run_folder(work_url: str, campaign_id: str, run_id: str) -> str:
     return f"{work_url.rstrip('/')}/{campaign_id}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', run_id)}"
 
 
-def materialise(
-    engine: sa.Engine, campaign: Campaign, as_of: dt.date, run_id: str, work_url: str, chunk_size: int
-) -> list[str]:
+def materialise(engine: sa.Engine, campaign: Campaign, as_of: dt.date, run_id: str, work_url: str,
+                chunk_size: int, extra: dict[str, Any] | None = None) -> list[str]:
     """Write the audience once per run as Parquet chunks and return their URLs (reused on retry)."""
     folder = run_folder(work_url, campaign.id, run_id)
     fs, root = fsspec.core.url_to_fs(folder)
@@ -76,7 +87,7 @@ def materialise(
             return list(json.load(fh)["chunks"])
     fs.makedirs(root, exist_ok=True)
     chunks: list[str] = []
-    for i, frame in enumerate(read_segment(engine, campaign, as_of, chunk_size)):
+    for i, frame in enumerate(read_segment(engine, campaign, as_of, chunk_size, extra)):
         path = f"{root}/chunk-{i:05d}.parquet"
         with fs.open(path, "wb") as fh:
             frame.to_parquet(fh, index=False)

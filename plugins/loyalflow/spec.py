@@ -51,6 +51,9 @@ class Campaign(_Strict):
     segment: str
     steps: list[Step] = Field(min_length=1)
     catch_up_days: int = Field(default=2, ge=0, le=60)
+    anchor_offset_days: int = Field(default=0, ge=0, le=3650)
+    reentry_days: int | None = Field(default=None, ge=0, le=3650)
+    program: Literal["nurture"] | None = None
     holdout_percent: float = Field(default=0.0, ge=0, le=100)
     priority: int = Field(default=50, ge=0, le=100)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -77,13 +80,17 @@ class Campaign(_Strict):
         return self.source.parent / self.segment
 
     @property
-    def max_delay_days(self) -> int:
-        """The longest step delay: how far back anchors can still be due."""
-        return max(s.delay_days for s in self.steps)
+    def lookback_days(self) -> int:
+        """How many days before as_of an anchor can lie and still have a step due."""
+        return self.anchor_offset_days + max(s.delay_days for s in self.steps) + self.catch_up_days
 
     def doc_md(self) -> str:
         """Markdown shown in the Airflow UI for this campaign's DAG."""
-        rows = "\n".join(f"| `{s.id}` | day {s.delay_days} | {s.description or '-'} |" for s in self.steps)
+        reentry = f"after {self.reentry_days} days" if self.reentry_days is not None else "any time"
+        rows = "\n".join(
+            f"| `{s.id}` | day {self.anchor_offset_days + s.delay_days} | {s.description or '-'} |"
+            for s in self.steps
+        )
         return (
             f"# {self.name}\n\n{self.description}\n\n"
             f"- **Category:** {self.category} (frequency caps "
@@ -91,6 +98,7 @@ class Campaign(_Strict):
             f"- **Channels, in order of preference:** {', '.join(self.channels)}\n"
             f"- **Audience:** `campaigns/{self.segment}`\n"
             f"- **Holdout:** {self.holdout_percent:g}%\n"
+            f"- **Re-entry:** {reentry}\n"
             f"- **Source:** `campaigns/{self.source.name}`\n\n"
             f"| step | when | what |\n|---|---|---|\n{rows}\n\n"
             "Trigger with *as_of* (YYYY-MM-DD) to evaluate another day, *dry_run* to decide without "

@@ -142,16 +142,39 @@ def explain(
     """Why did (or didn't) CUSTOMER get each message: every recorded decision with its reason."""
 
     def go() -> int:
+        from loyalflow.explain import evidence
         from loyalflow.pipeline import Runtime
         from loyalflow.reports import decisions_for
 
-        frame = decisions_for(Runtime(_settings(warehouse_url=warehouse)).state, customer, campaign)
+        rt = Runtime(_settings(warehouse_url=warehouse))
+        frame = decisions_for(rt.state, customer, campaign)
         if frame.empty:
             console.print(f"no decisions recorded for customer {customer}")
-            return 0
-        print_summary(frame, f"decisions for customer {customer}")
+        else:
+            print_summary(frame, f"decisions for customer {customer}")
+        for title, table in evidence(rt.state, rt.warehouse, customer, campaign).items():
+            if table.empty:
+                console.print(f"{title}: none")
+            else:
+                print_summary(table, title)
         return 0
 
+    _guarded(go)
+
+
+@app.command()
+def report(as_of: AsOf, warehouse: Warehouse = None) -> None:
+    """Per step: sent, holdout, 14-day conversions and lift; referral and reactivation rates."""
+    def go() -> int:
+        from loyalflow.pipeline import Runtime
+        from loyalflow.reports import headline_rates, program_metrics
+
+        rt = Runtime(_settings(warehouse_url=warehouse))
+        day = _date(as_of)
+        print_summary(program_metrics(rt.state, rt.warehouse, day), f"conversions up to {day}")
+        for name, value in headline_rates(rt.state, rt.warehouse, day).items():
+            console.print(f"{name}: {value}")
+        return 0
     _guarded(go)
 
 
@@ -180,3 +203,72 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@app.command()
+def ingest(
+    provider: Annotated[str, typer.Argument(help="sendgrid, ses or sms.")],
+    file: Annotated[Path, typer.Argument(help="JSON (array or lines) as the provider posted it.")],
+    signature: Annotated[str | None, typer.Option(help="SendGrid signature header (base64).")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="SendGrid timestamp header.")] = None,
+    warehouse: Warehouse = None,
+) -> None:
+    """Apply provider events: bounces, complaints, unsubscribes, STOP/START replies, engagement."""
+
+    def go() -> int:
+        from loyalflow.events import ingest as ingest_events
+
+        try:
+            body = file.read_bytes()
+        except OSError as exc:
+            raise LoyalflowError(f"cannot read {file}: {exc.strerror}") from None
+        counts = ingest_events(_settings(warehouse_url=warehouse), provider, body, signature=signature,
+                               timestamp=timestamp)
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no events"
+        console.print(f"{provider}: {summary}")
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def suppress(
+    channel: Annotated[str, typer.Argument(help="email or sms.")],
+    address: Annotated[str, typer.Argument(help="The address or E.164 number.")],
+    scope: Annotated[str, typer.Option(help="all, marketing, relationship or a campaign id.")] = "all",
+    reason: Annotated[str, typer.Option(help="unsubscribed, bounced, complained or manual.")] = "manual",
+    remove: Annotated[bool, typer.Option("--remove", help="Lift the suppression instead.")] = False,
+    warehouse: Warehouse = None,
+) -> None:
+    """Add (or with --remove lift) a suppression on an address."""
+
+    def go() -> int:
+        from loyalflow import suppressions
+        from loyalflow.pipeline import Runtime
+
+        state = Runtime(_settings(warehouse_url=warehouse)).state
+        if remove:
+            n = suppressions.remove(state, channel, address, reasons=(reason,), scope=scope)
+            console.print(f"lifted {n} suppression(s)")
+        else:
+            added = suppressions.add(state, channel, address, reason, scope=scope, source="cli")
+            console.print("suppressed" if added else "already suppressed")
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8090,
+) -> None:
+    """Serve the preference centre and one-click unsubscribe on their own (uvicorn)."""
+
+    def go() -> int:
+        import uvicorn
+
+        uvicorn.run("loyalflow.preferences:app", host=host, port=port, log_level="warning")
+        return 0
+
+    _guarded(go)

@@ -2,7 +2,7 @@
 -- one thank-you per guest and booking day.
 SELECT o.customer_id,
        'thanks' AS step,
-       DATE(o.ordered_at) AS anchor_id,
+       CAST(DATE(o.ordered_at) AS VARCHAR(10)) AS anchor_id,
        MIN(o.ordered_at) AS anchor_at,
        COUNT(*) AS order_count,
        SUM(o.total) AS order_total,

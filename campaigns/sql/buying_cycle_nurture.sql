@@ -1,4 +1,4 @@
--- Contacts with stage-bearing behaviour in the last :activity_days days, with their latest such event.
+-- Contacts with stage-bearing behaviour in the last activity_days days, with their latest such event.
 -- The nurture program maps the event to a stage and picks the next unseen content item.
 SELECT latest.customer_id,
        'pending' AS anchor_id,

@@ -99,7 +99,9 @@ def validate(
         from loyalflow.validate import validate_all
 
         settings = _settings(warehouse_url=warehouse)
-        problems = validate_all(settings, path, _date(as_of) if as_of else dt.date.today(), console.print)
+        problems = validate_all(
+            settings, path, _date(as_of) if as_of else dt.date.today(), lambda m: console.print(m, soft_wrap=True)
+        )
         for problem in problems:
             err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
         return 1 if problems else 0
@@ -142,7 +144,7 @@ def explain(
     """Why did (or didn't) CUSTOMER get each message: every recorded decision with its reason."""
 
     def go() -> int:
-        from loyalflow.explain import evidence
+        from loyalflow.explain import evidence, lines
         from loyalflow.pipeline import Runtime
         from loyalflow.reports import decisions_for
 
@@ -151,7 +153,9 @@ def explain(
         if frame.empty:
             console.print(f"no decisions recorded for customer {customer}")
         else:
-            print_summary(frame, f"decisions for customer {customer}")
+            console.rule(f"decisions for customer {customer}, newest first")
+            for line in lines(frame):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
         for title, table in evidence(rt.state, rt.warehouse, customer, campaign).items():
             if table.empty:
                 console.print(f"{title}: none")

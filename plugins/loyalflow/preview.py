@@ -6,7 +6,7 @@ import datetime as dt
 
 from loyalflow.context import build_context
 from loyalflow.errors import LoyalflowError
-from loyalflow.pipeline import Runtime, due_steps, load_customers
+from loyalflow.pipeline import Runtime, due_steps, load_customers, prepare, segment_params
 from loyalflow.segments import read_segment
 from loyalflow.settings import Settings
 from loyalflow.warehouse import records
@@ -22,11 +22,14 @@ def preview(
 ) -> dict[str, dict[str, str]]:
     """Rendered parts per channel for the customer's row in the campaign's audience on ``as_of``."""
     rt = Runtime(settings)
+    rt.state  # noqa: B018 - loyalflow tables first: segments may read loyalflow_responses
     campaign = rt.campaign(campaign_id)
     rows = [
         r
-        for frame in read_segment(rt.warehouse, campaign, as_of, settings.chunk_size)
-        for r in records(frame[frame["customer_id"] == customer_id])
+        for frame in read_segment(
+            rt.warehouse, campaign, as_of, settings.chunk_size, segment_params(rt, campaign)
+        )
+        for r in records(prepare(rt, campaign, frame[frame["customer_id"] == customer_id], as_of))
     ]
     if step_id and step_id not in {s.id for s in campaign.steps}:
         raise LoyalflowError(

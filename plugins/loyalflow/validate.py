@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from loyalflow.errors import LoyalflowError
-from loyalflow.pipeline import Runtime, check_sample
+from loyalflow.pipeline import Runtime, check_sample, segment_params
 from loyalflow.segments import read_segment
 from loyalflow.settings import Settings
 from loyalflow.spec import campaign_files, load_brand, load_campaign
@@ -31,6 +31,7 @@ def validate_all(
         return [f"{target}: no campaign files (*.yaml) found"]
     problems: list[str] = []
     rt = Runtime(settings)
+    rt.state  # noqa: B018 - loyalflow tables first: segments may read loyalflow_responses
     try:
         load_brand(settings.campaigns_dir)
     except LoyalflowError as exc:
@@ -43,7 +44,9 @@ def validate_all(
                 raise LoyalflowError(
                     f"{file}: no DAG file {dag_file}; create it with:\n" + DAG_FILE.format(id=campaign.id)
                 )
-            sample = next(read_segment(rt.warehouse, campaign, as_of, 20), pd.DataFrame())
+            sample = next(
+                read_segment(rt.warehouse, campaign, as_of, 20, segment_params(rt, campaign)), pd.DataFrame()
+            )
             rendered = check_sample(rt, campaign, sample, as_of)
             echo(
                 f"ok {campaign.id}: {len(campaign.steps)} step(s), {', '.join(campaign.channels)}; "

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 
 from loyalflow.channels.base import Message, SendResult
@@ -29,21 +31,30 @@ def outbox_record(msg: Message) -> dict:
     return record
 
 
-def mime_message(msg: Message) -> EmailMessage:
-    """A multipart/alternative email (text, then HTML) with the list headers."""
-    mail = EmailMessage()
-    mail["Subject"] = msg.subject or ""
-    mail["From"] = msg.sender or ""
+def _header(value: str) -> str | Header:
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def mime_message(msg: Message) -> MIMEMultipart:
+    """A multipart/alternative email (text, then HTML) with the list headers.
+
+    Built with the ``email.mime`` classes: an order of magnitude faster than ``EmailMessage``'s
+    header registry, which matters at tens of thousands of messages per run.
+    """
+    mail = MIMEMultipart("alternative")
+    name, address = parseaddr(msg.sender or "")
+    mail["Subject"] = _header(msg.subject or "")
+    mail["From"] = formataddr((name, address), charset="utf-8")
     mail["To"] = msg.to
     if msg.reply_to:
         mail["Reply-To"] = msg.reply_to
     mail["Date"] = format_datetime(msg.send_at.replace(tzinfo=dt.UTC))
     mail["Message-ID"] = f"<{msg.idempotency_key}@loyalflow>"
-    for name, value in msg.headers.items():
-        mail[name] = value
-    mail.set_content(msg.text)
+    for key, value in msg.headers.items():
+        mail[key] = value
+    mail.attach(MIMEText(msg.text, "plain", "utf-8"))
     if msg.html:
-        mail.add_alternative(msg.html, subtype="html")
+        mail.attach(MIMEText(msg.html, "html", "utf-8"))
     return mail
 
 

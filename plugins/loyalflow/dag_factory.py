@@ -95,11 +95,15 @@ def build_dag(campaign: Campaign) -> DAG:
 
         @task(trigger_rule="none_failed")
         def report() -> dict[str, int]:
-            """Log the run's summary: audience, sent and skipped by reason per step."""
+            """Log the run's summary (audience, sent, skipped by reason per step); drop its audience files."""
             from loyalflow.reports import summary
 
-            frame = summary(_runtime().state, [get_current_context()["run_id"]])
+            from loyalflow.segments import discard
+
+            rt, run_id = _runtime(), get_current_context()["run_id"]
+            frame = summary(rt.state, [run_id])
             print(frame.to_string(index=False))
+            discard(rt.settings.work_url, campaign.id, run_id)
             return {"sent": int(frame["sent"].sum()) if not frame.empty else 0}
 
         send_chunk.expand(chunk=plan()) >> report()

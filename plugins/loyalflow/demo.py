@@ -36,7 +36,7 @@ def run_in_airflow(settings: Settings, campaign_id: str, as_of: dt.date) -> str:
     return str(dag_run.run_id)
 
 
-SIMULATED_DAYS = 35  # covers every step: dormant reactivation's last call is 30 days after entry
+SIMULATED_DAYS = 31  # covers every step: dormant reactivation's last call is 30 days after entry
 SEND_HOUR = dt.time(15)  # simulated days send at 15:00 UTC: daytime in Europe and the Americas
 
 
@@ -57,12 +57,19 @@ def run_demo(
         echo(f"seeding the demo warehouse ({customers} customers) at {settings.warehouse_url}")
         counts = seed(rt.warehouse, as_of, customers=customers)
         echo("seeded " + ", ".join(f"{n} {table}" for table, n in counts.items()))
-    campaigns = [p.stem for p in campaign_files(settings.campaigns_dir)]
+    # Highest priority first, so that when a frequency cap binds the more important message goes.
+    campaigns = [
+        c.id
+        for c in sorted(
+            (rt.campaign(p.stem) for p in campaign_files(settings.campaigns_dir)), key=lambda c: -c.priority
+        )
+    ]
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     run_ids = []
     echo(f"simulating {days} days before {as_of} through the library pipeline")
     for back in range(days, 0, -1):
         day = as_of - dt.timedelta(days=back)
-        run_id = f"demo__{day}"
+        run_id = f"demo__{stamp}__{day}"
         for campaign_id in campaigns:
             run(rt, campaign_id, RunOptions(day, run_id, now=dt.datetime.combine(day, SEND_HOUR)))
         run_ids.append(run_id)
@@ -71,10 +78,7 @@ def run_demo(
         if via_airflow:
             run_ids.append(run_in_airflow(settings, campaign_id, as_of))
         else:
-            run(
-                rt,
-                campaign_id,
-                RunOptions(as_of, f"demo__{as_of}", now=dt.datetime.combine(as_of, SEND_HOUR)),
-            )
-            run_ids.append(f"demo__{as_of}")
+            run_id = f"demo__{stamp}__{as_of}"
+            run(rt, campaign_id, RunOptions(as_of, run_id, now=dt.datetime.combine(as_of, SEND_HOUR)))
+            run_ids.append(run_id)
     return summary(rt.state, sorted(set(run_ids)))

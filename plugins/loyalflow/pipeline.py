@@ -22,7 +22,7 @@ from loyalflow.errors import LoyalflowError, RenderError, SegmentError
 from loyalflow.programs import PROGRAMS
 from loyalflow.reconcile import reconcile
 from loyalflow.render import Renderer
-from loyalflow.segments import materialise, read_chunk
+from loyalflow.segments import discard, materialise, read_chunk
 from loyalflow.settings import Settings
 from loyalflow.spec import Brand, Campaign, Step, campaign_files, load_brand, load_campaign
 from loyalflow.state import decisions, ensure_schema
@@ -295,6 +295,13 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
         for c in ready[room:]:
             c.decision, c.message = Decision("send_limit", c.decision.channel), None
         ready = ready[:room]
+    if campaign.category == "marketing":  # a lower-priority message may have lost its cap slot meanwhile
+        held = caps.confirm(rt.state, [c.key for c in ready])
+        for c in ready:
+            if c.key not in held:
+                detail = caps.preempted_by(rt.state, c.key)
+                c.decision, c.message = Decision("frequency_cap", c.decision.channel, detail=detail), None
+        ready = [c for c in ready if c.key in held]
     for kind in campaign.channels:
         batch = [c for c in ready if c.decision.channel == kind and c.customer is not None]
         if not batch:
@@ -339,6 +346,9 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
             c.outcome = result.status
             if result.error:
                 c.decision = Decision(c.outcome, kind, detail=result.error)
+    if campaign.category == "marketing":
+        released = [c.key for c in cands if c.decision.reason in ("render_error", "send_limit", "failed")]
+        caps.finish(rt.state, [c.key for c in cands if c.outcome in ("sent", "unknown")], released)
 
 
 def record_decisions(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
@@ -423,4 +433,5 @@ def run(rt: Runtime, campaign_id: str, opts: RunOptions) -> dict[str, int]:
     totals: Counter[str] = Counter()
     for chunk in plan(rt, campaign, opts):
         totals.update(process_chunk(rt, campaign, chunk, opts))
+    discard(rt.settings.work_url, campaign.id, opts.run_id)
     return dict(totals)

@@ -9,39 +9,42 @@ import sqlalchemy as sa
 
 from loyalflow.state import decisions, ledger
 
-
-def _latest(run_ids: list[str]) -> sa.Subquery:
-    """The latest decision per message key within the runs (a retried task replaces its earlier try)."""
-    return (
-        sa.select(sa.func.max(decisions.c.id).label("id"))
-        .where(decisions.c.run_id.in_(run_ids))
-        .group_by(decisions.c.run_id, decisions.c.idempotency_key)
-        .subquery()
-    )
+FINAL = ("sent", "dry_run")  # outcomes that settle a message key for a summary
 
 
 def summary(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
-    """Per campaign and step: audience, sent, and skipped by reason, for the given runs."""
-    latest = _latest(run_ids)
-    stmt = (
-        sa.select(decisions.c.campaign, decisions.c.step, decisions.c.reason, sa.func.count().label("n"))
-        .join(latest, latest.c.id == decisions.c.id)
-        .group_by(decisions.c.campaign, decisions.c.step, decisions.c.reason)
-    )
+    """Per campaign and step over the given runs: audience (distinct messages), sent, skipped by reason.
+
+    A message key decided several times (catch-up days, retries) counts once: as sent if any of its
+    decisions sent it, else with its latest reason.
+    """
+    stmt = sa.select(
+        decisions.c.id,
+        decisions.c.campaign,
+        decisions.c.step,
+        decisions.c.idempotency_key,
+        decisions.c.reason,
+    ).where(decisions.c.run_id.in_(run_ids))
     with engine.connect() as conn:
         frame = pd.read_sql_query(stmt, conn)
     if frame.empty:
-        return pd.DataFrame(columns=["campaign", "step", "audience", "sent"])
-    table = frame.pivot_table(
-        index=["campaign", "step"], columns="reason", values="n", fill_value=0, aggfunc="sum"
-    )
-    table.insert(0, "audience", table.sum(axis=1))
-    if "sent" not in table.columns:
-        table["sent"] = 0
-    cols = ["audience", "sent"] + sorted(c for c in table.columns if c not in ("audience", "sent"))
-    out = table[cols].reset_index()
-    out.columns.name = None
-    return out
+        return pd.DataFrame(columns=["campaign", "step", "audience", "sent", "skipped"])
+    frame["final"] = frame["reason"].isin(FINAL)
+    last = frame.sort_values(["final", "id"]).groupby("idempotency_key").tail(1)
+    rows = []
+    for (campaign, step), group in last.groupby(["campaign", "step"]):
+        counts = group["reason"].value_counts()
+        skipped = counts.drop(labels=[r for r in FINAL if r in counts.index])
+        rows.append(
+            {
+                "campaign": campaign,
+                "step": step,
+                "audience": int(counts.sum()),
+                "sent": int(counts.get("sent", 0) + counts.get("dry_run", 0)),
+                "skipped": ", ".join(f"{reason} {n}" for reason, n in skipped.items()) or "-",
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def decisions_for(engine: sa.Engine, customer_id: str, campaign: str | None = None) -> pd.DataFrame:

@@ -99,6 +99,13 @@ def materialise(engine: sa.Engine, campaign: Campaign, as_of: dt.date, run_id: s
     return chunks
 
 
+def discard(work_url: str, campaign_id: str, run_id: str) -> None:
+    """Delete a finished run's audience files."""
+    fs, root = fsspec.core.url_to_fs(run_folder(work_url, campaign_id, run_id))
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
 def read_chunk(url: str) -> pd.DataFrame:
     """Load one audience chunk written by :func:`materialise`."""
     with fsspec.open(url, "rb") as fh:

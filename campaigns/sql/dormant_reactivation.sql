@@ -12,6 +12,7 @@ WITH completed AS (
          COUNT(*) OVER (PARTITION BY customer_id) AS orders_count
   FROM orders
   WHERE status = 'completed'
+    AND ordered_at < :as_of_end   -- as of the end of the day: later bookings do not count yet
 ),
 last_booking AS (
   SELECT customer_id,
@@ -31,6 +32,7 @@ answers AS (
          MAX(CASE WHEN answer = 'later' THEN snooze_until END) AS snoozed_until
   FROM loyalflow_responses
   WHERE answer IN ('negative', 'later')
+    AND received_at < :as_of_end
   GROUP BY customer_id
 )
 SELECT b.customer_id,

@@ -7,6 +7,7 @@ WITH spend AS (
          COUNT(*) AS orders_count
   FROM orders
   WHERE status = 'completed'
+    AND ordered_at < :as_of_end   -- as of the end of the day: later bookings do not count yet
   GROUP BY customer_id
 ),
 tiers AS (
@@ -21,12 +22,14 @@ answers AS (
          MAX(CASE WHEN answer = 'positive' THEN 1 ELSE 0 END) AS has_positive,
          MAX(CASE WHEN answer = 'negative' THEN 1 ELSE 0 END) AS has_negative
   FROM loyalflow_responses
+  WHERE received_at < :as_of_end
   GROUP BY customer_id
 ),
 returners AS (
   SELECT DISTINCT customer_id
   FROM orders
   WHERE status = 'returned'
+    AND ordered_at < :as_of_end
 )
 SELECT o.customer_id,
        o.order_id AS anchor_id,

@@ -99,9 +99,8 @@ def validate(
         from loyalflow.validate import validate_all
 
         settings = _settings(warehouse_url=warehouse)
-        problems = validate_all(
-            settings, path, _date(as_of) if as_of else dt.date.today(), lambda m: console.print(m, soft_wrap=True)
-        )
+        day = _date(as_of) if as_of else dt.date.today()
+        problems = validate_all(settings, path, day, lambda m: console.print(m, soft_wrap=True))
         for problem in problems:
             err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
         return 1 if problems else 0
@@ -171,13 +170,15 @@ def report(as_of: AsOf, warehouse: Warehouse = None) -> None:
     """Per step: sent, holdout, 14-day conversions and lift; referral and reactivation rates."""
     def go() -> int:
         from loyalflow.pipeline import Runtime
-        from loyalflow.reports import headline_rates, program_metrics
+        from loyalflow.reports import churn_classes, headline_rates, program_metrics
 
         rt = Runtime(_settings(warehouse_url=warehouse))
         day = _date(as_of)
         print_summary(program_metrics(rt.state, rt.warehouse, day), f"conversions up to {day}")
         for name, value in headline_rates(rt.state, rt.warehouse, day).items():
             console.print(f"{name}: {value}")
+        churn = churn_classes(rt.warehouse, day)["churn"].value_counts()
+        console.print("churn: " + ", ".join(f"{name} {n}" for name, n in churn.items()))
         return 0
     _guarded(go)
 

@@ -179,7 +179,7 @@ def churn_classes(warehouse: sa.Engine, as_of: dt.date) -> pd.DataFrame:
     Account churn: no completed order in the last 180 days. Product churn: still buying, but a product
     line (the name before any comma) bought in the 180 days before was not bought again. Decreased
     spend: spend in the last 180 days under half of the 180 days before.
-    """ """
+    """
     end = dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)
     stmt = sa.text(
         "SELECT customer_id, ordered_at, total, product FROM orders "

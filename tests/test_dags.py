@@ -16,7 +16,9 @@ from tests.factories import Shop
 CAMPAIGNS = ("buying_cycle_nurture", "thank_you", "remorse_reduction", "referral_ask", "dormant_reactivation")
 
 
-def test_dagbag_has_no_import_errors_and_every_dag_is_well_formed(settings: Settings) -> None:
+def test_dagbag_has_no_import_errors_and_every_dag_is_well_formed(
+    airflow_db: str, settings: Settings
+) -> None:
     bag = load_dagbag(ROOT / "dags")
     assert bag.import_errors == {}
     assert set(CAMPAIGNS) <= set(bag.dag_ids)
@@ -32,7 +34,7 @@ def test_dagbag_has_no_import_errors_and_every_dag_is_well_formed(settings: Sett
     assert [t.task_id for t in thank_you.tasks] == ["plan", "send_chunk", "report"]
 
 
-def test_broken_campaign_is_an_import_error_for_that_campaign_alone(project: Path) -> None:
+def test_broken_campaign_is_an_import_error_for_that_campaign_alone(airflow_db: str, project: Path) -> None:
     path = project / "campaigns" / "thank_you.yaml"
     path.write_text(path.read_text().replace("catch_up_days: 1", "catch_up_days: 1\ncatchup_dayz: 3"))
     bag = load_dagbag(project / "dags")

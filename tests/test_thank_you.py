@@ -123,3 +123,16 @@ def test_dry_run_and_send_limit(settings: Settings, shop: Shop) -> None:
     assert len(outbox_lines(settings)) == 2
     run_cli(settings)
     assert len(outbox_lines(settings)) == 5
+
+
+def test_warehouse_from_an_airflow_connection(settings: Settings, shop: Shop, monkeypatch) -> None:
+    cid = shop.customer()
+    shop.order(cid, DAY)
+    path = settings.warehouse_url.removeprefix("sqlite:///")
+    monkeypatch.setenv("AIRFLOW_CONN_CUSTOMER_WAREHOUSE", f"sqlite:///{path}")
+    from loyalflow.pipeline import RunOptions, Runtime, run
+
+    via_conn = settings.model_copy(
+        update={"warehouse_url": "sqlite:///nowhere.db", "warehouse_conn_id": "customer_warehouse"}
+    )
+    assert run(Runtime(via_conn), "thank_you", RunOptions(AS_OF, "conn-test")) == {"sent": 1}

@@ -35,8 +35,8 @@ def url_from_connection(conn_id: str) -> str:
     from airflow.sdk import BaseHook
 
     conn = BaseHook.get_connection(conn_id)
-    if conn.conn_type in ("sqlite",):
-        return f"sqlite:///{conn.host}"
+    if conn.conn_type == "sqlite":  # the file path arrives as host (JSON form) or schema (URI form)
+        return f"sqlite:///{conn.host or conn.schema}"
     uri = conn.get_uri()
     return uri.replace("postgres://", "postgresql+psycopg2://", 1)
 

@@ -216,7 +216,7 @@ def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOpti
         ledger.idempotency_key(campaign.id, s.id, str(r["customer_id"]), str(r["anchor_id"])) for s, r in due
     ]
     facts = Facts(
-        consent=consent_map(records(prefs)),
+        consent=consent_map(records(prefs), until=opts.send_time),
         suppressed=_suppressed(rt.state, customers),
         ledger_keys=ledger.existing_keys(rt.state, keys),
         reserve=_reserver(rt, campaign, policy, opts),
@@ -277,19 +277,12 @@ def _sent_in_run(rt: Runtime, campaign: Campaign, run_id: str) -> int:
 
 
 def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
-    """Claim, send and record every rendered message (all rendering is done before the first send).
-
-    First settles what earlier runs left in doubt: stale claims become ``unknown``, provider events
-    resolve them, and what was certainly not delivered is released for the next run.
-    """
+    """Claim, send and record every rendered message (all rendering is done before the first send)."""
     ready = [c for c in cands if c.message is not None]
     if opts.dry_run:
         for c in ready:
             c.outcome = "dry_run"
         return
-    s = rt.settings
-    ledger.expire_stale_claims(rt.state, s.claim_lease_seconds, campaign.id)
-    reconcile(rt.state, s.event_window_seconds, campaign.id)
     if opts.send_limit is not None:
         room = max(0, opts.send_limit - _sent_in_run(rt, campaign, opts.run_id))
         for c in ready[room:]:
@@ -401,9 +394,19 @@ def check_sample(rt: Runtime, campaign: Campaign, sample: pd.DataFrame, as_of: d
     return rendered
 
 
+def settle(rt: Runtime, campaign: Campaign) -> None:
+    """Settle what earlier runs left in doubt, before deciding anything.
+
+    Stale claims (a crashed process) become ``unknown``, provider events resolve them, and messages
+    that were certainly not delivered are released, so this run sends them again.
+    """
+    ledger.expire_stale_claims(rt.state, rt.settings.claim_lease_seconds, campaign.id)
+    reconcile(rt.state, rt.settings.event_window_seconds, campaign.id)
+
+
 def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
     """Materialise the audience into chunk files and check the templates against sample rows."""
-    rt.state  # noqa: B018 - create loyalflow's tables first: segment SQL may read loyalflow_responses
+    settle(rt, campaign)
     chunks = materialise(rt.warehouse, campaign, opts.as_of, opts.run_id, rt.settings.work_url,
                          rt.settings.chunk_size, segment_params(rt, campaign))
     check_sample(rt, campaign, read_chunk(chunks[0]) if chunks else pd.DataFrame(), opts.as_of)

@@ -28,6 +28,33 @@ class Settings(BaseSettings):
     public_url: str = "http://localhost:8080/loyalflow"
     chunk_size: int = 2000
     default_timezone: str = "UTC"
+    # delivery through real providers (connections, rate limits, retries, reconciliation)
+    sendgrid_conn_id: str = "sendgrid_default"
+    aws_conn_id: str = "aws_default"
+    smtp_conn_id: str = "smtp_default"
+    sendgrid_rate_per_sec: float = 100.0  # 0 = unlimited
+    sendgrid_concurrency: int = 16
+    sendgrid_asm_group_id: int | None = None
+    ses_rate_per_sec: float = 14.0
+    ses_concurrency: int = 8
+    ses_configuration_set: str | None = None
+    smtp_rate_per_sec: float = 20.0
+    smtp_concurrency: int = 4
+    sns_rate_per_sec: float = 20.0
+    sns_concurrency: int = 8
+    sns_sender_id: str | None = None
+    send_max_attempts: int = 5  # per message, for errors that cannot have been delivered
+    send_max_wait_seconds: float = 60.0  # longest pause between tries (a longer Retry-After gives up)
+    claim_lease_seconds: int = 3600  # a claim older than this belongs to a crashed process → unknown
+    event_window_seconds: int = 6 * 3600  # unknown with no provider event for this long → released
+    # Compliance (DESIGN.md §4): marketing caps across campaigns, SMS quiet hours, optional email window.
+    cap_marketing_per_day: int = 1
+    cap_marketing_per_week: int = 2
+    sms_window: str = "09:00-20:00"  # local time of the customer; outside it an SMS is deferred
+    email_window: str | None = None  # e.g. "08:00-21:00"; a campaign's params.email_window overrides
+    snooze_days: int = 30  # "contact me later"
+    sendgrid_webhook_public_key: str | None = None  # base64 DER; when set, unsigned webhooks are refused
+    events_dir: Path = PROJECT_DIR / "out" / "events"  # <provider>/*.json files the ingest DAG picks up
 
     @property
     def campaigns_dir(self) -> Path:

@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= WARNING
 export LOYALFLOW_HOME := $(CURDIR)
 
-.PHONY: install demo test lint clean lock
+.PHONY: install demo test lint clean lock browser
 
 install: $(STAMP)
 
@@ -31,11 +31,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy plugins/loyalflow
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
+
+browser:  ## headless Chromium + chromedriver from Debian, for the preference-centre browser test
+	test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium chromium-driver; }
 
 lock: $(STAMP)  ## regenerate constraints.txt from the working install
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^loyalflow' > constraints.txt
 
 clean:
 	rm -rf out .airflow
+
+.PHONY: chaos bench-send
+
+chaos: $(STAMP)  ## kill `loyalflow run` at random points; prove no duplicate and no lost message
+	$(BIN)/python -m loyalflow.chaos
+
+bench-send: $(STAMP)  ## sustained SendGrid sending rate against the stand-in (50 ms latency)
+	$(BIN)/python -m loyalflow.bench_send

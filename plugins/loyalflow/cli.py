@@ -201,13 +201,6 @@ def demo(
     _guarded(go)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    """Entry point for ``python -m loyalflow.cli``."""
-    sys.exit(app())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
 
 
 @app.command()
@@ -277,3 +270,12 @@ def serve(
         return 0
 
     _guarded(go)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Entry point for ``python -m loyalflow.cli``."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

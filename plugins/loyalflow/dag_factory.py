@@ -97,7 +97,6 @@ def build_dag(campaign: Campaign) -> DAG:
         def report() -> dict[str, int]:
             """Log the run's summary (audience, sent, skipped by reason per step); drop its audience files."""
             from loyalflow.reports import summary
-
             from loyalflow.segments import discard
 
             rt, run_id = _runtime(), get_current_context()["run_id"]

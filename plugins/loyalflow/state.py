@@ -100,6 +100,19 @@ delivery_events = sa.Table(
     sa.Index("ix_loyalflow_delivery_events_key", "idempotency_key"),
 )
 
+cap_reservations = sa.Table(
+    "loyalflow_cap_reservations",
+    metadata,
+    sa.Column("idempotency_key", sa.String(64), primary_key=True),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),  # the customer's local day of send_at
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # held | sending | sent | released
+    sa.Column("detail", sa.Text),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_loyalflow_cap_reservations_customer", "customer_id", "day"),
+)
 
 def ensure_schema(engine: sa.Engine) -> None:
     """Create loyalflow's tables when missing (idempotent, safe to call from concurrent tasks)."""

@@ -83,7 +83,7 @@ class Script:
 
 
 def pick_id(prefix: str, campaigns: dict[str, CampaignConf], held_out_of: Iterable[str] = ()) -> str:
-    """The first ``<prefix>NN`` id in the holdout of exactly ``held_out_of`` among the marketing campaigns."""
+    """The first ``<prefix>NN`` id that is in the holdout of exactly the campaigns ``held_out_of``."""
     wanted = set(held_out_of)
     for n in range(1, 10_000):
         cid = f"{prefix}{n:02d}"

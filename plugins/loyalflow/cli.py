@@ -183,6 +183,20 @@ def report(as_of: AsOf, warehouse: Warehouse = None) -> None:
     _guarded(go)
 
 
+@app.command("dispatch")
+def dispatch_cmd(warehouse: Warehouse = None) -> None:
+    """Send scheduled messages (held for quiet hours or a send window) whose time has come."""
+    def go() -> int:
+        from loyalflow.dispatch import dispatch
+        from loyalflow.pipeline import Runtime
+
+        counts = dispatch(Runtime(_settings(warehouse_url=warehouse)))
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due"
+        console.print(f"dispatched: {summary}")
+        return 0
+    _guarded(go)
+
+
 @app.command()
 def demo(
     as_of: Annotated[str, typer.Option("--as-of")] = "2026-11-20",

@@ -113,3 +113,29 @@ def campaign_dag(campaign_id: str) -> DAG:
     """Load ``campaigns/<campaign_id>.yaml`` and build its DAG (a bad file raises a one-line error)."""
     settings = get_settings()
     return build_dag(load_campaign(settings.campaigns_dir / f"{campaign_id}.yaml", settings.templates_dir))
+
+
+def dispatch_dag(schedule: str = "*/15 * * * *") -> DAG:
+    """The DAG that sends scheduled messages (quiet hours, send windows) once their send_at has come."""
+    with DAG(
+        dag_id="dispatch_scheduled",
+        description="Send messages held for quiet hours or a send window once they are due",
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["loyalflow", "delivery"],
+        doc_md="Sends the ledger's `scheduled` messages whose `send_at` has come, re-checking consent and "
+        "suppressions first. Providers that schedule themselves (outbox, SendGrid) never need it.",
+        default_args={"owner": "marketing-ops", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    ) as dag:
+
+        @task
+        def dispatch_due() -> dict[str, int]:
+            """Send every scheduled message that is due."""
+            from loyalflow.dispatch import dispatch
+
+            return dispatch(_runtime())
+
+        dispatch_due()
+    return dag

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from loyalflow.state import ledger
 from loyalflow.warehouse import ID_BATCH
 
-COUNTED = ("claimed", "sent", "unknown")  # a message that went, or may have gone, out
+COUNTED = ("claimed", "scheduled", "sent", "unknown")  # went, will go, or may have gone out
 RELEASED = "released"  # certainly not delivered: free to be claimed again
 
 

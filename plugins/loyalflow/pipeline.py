@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from loyalflow import caps, ledger, suppressions
+from loyalflow import caps, dispatch, ledger, suppressions
 from loyalflow.addresses import normalise_email, normalise_phone
 from loyalflow.channels import Channel, Message, SendResult, channel_for
 from loyalflow.context import build_context
@@ -327,6 +327,13 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
                     "skipped",
                 )
         mine = [c for c in batch if c.key in won]
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        later = [c for c in mine if c.message and not dispatch.is_due(c.message, channel.horizon, now)]
+        dispatch.keep(rt.state, [c.message for c in later if c.message])
+        for c in later:
+            c.outcome = "scheduled"
+            c.decision = Decision("scheduled", kind, detail=f"until {c.decision.send_at:%Y-%m-%dT%H:%M}Z")
+        mine = [c for c in mine if c.outcome != "scheduled"]
         results = {r.idempotency_key: r for r in channel.send([c.message for c in mine if c.message])}
         for c in mine:  # a result the channel did not give may have gone out
             results.setdefault(c.key, SendResult(c.key, "unknown", error="no result from the channel"))
@@ -341,7 +348,8 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
                 c.decision = Decision(c.outcome, kind, detail=result.error)
     if campaign.category == "marketing":
         released = [c.key for c in cands if c.decision.reason in ("render_error", "send_limit", "failed")]
-        caps.finish(rt.state, [c.key for c in cands if c.outcome in ("sent", "unknown")], released)
+        taken = [c.key for c in cands if c.outcome in ("sent", "unknown", "scheduled")]
+        caps.finish(rt.state, taken, released)
 
 
 def record_decisions(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:

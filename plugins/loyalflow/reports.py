@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from loyalflow.state import decisions, ledger
 
-FINAL = ("sent", "dry_run")  # outcomes that settle a message key for a summary
+FINAL = ("sent", "dry_run", "scheduled")  # outcomes that settle a message key for a summary
 
 
 def summary(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
@@ -34,7 +34,7 @@ def summary(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
     rows = []
     for (campaign, step), group in last.groupby(["campaign", "step"]):
         counts = group["reason"].value_counts()
-        skipped = counts.drop(labels=[r for r in FINAL if r in counts.index])
+        skipped = counts.drop(labels=[r for r in ("sent", "dry_run") if r in counts.index])
         rows.append(
             {
                 "campaign": campaign,

@@ -26,8 +26,11 @@ def query_params(campaign: Campaign, as_of: dt.date) -> dict[str, Any]:
     start = dt.datetime.combine(as_of, dt.time())
     end = start + dt.timedelta(days=1)
     scalars = {k: v for k, v in campaign.params.items() if isinstance(v, str | int | float | bool)}
-    since = {f"{k[:-5]}_start": start - dt.timedelta(days=v) for k, v in scalars.items()
-             if k.endswith("_days") and isinstance(v, int) and not isinstance(v, bool)}
+    since = {
+        f"{k[:-5]}_start": start - dt.timedelta(days=v)
+        for k, v in scalars.items()
+        if k.endswith("_days") and isinstance(v, int) and not isinstance(v, bool)
+    }
     return {
         **scalars,
         **since,
@@ -39,10 +42,17 @@ def query_params(campaign: Campaign, as_of: dt.date) -> dict[str, Any]:
     }
 
 
-def read_segment(engine: sa.Engine, campaign: Campaign, as_of: dt.date, chunk_size: int,
-                 extra: dict[str, Any] | None = None) -> Iterator[pd.DataFrame]:
-    """Yield the audience in chunks of at most ``chunk_size`` rows, checked for the required columns.
+def read_segment(
+    engine: sa.Engine,
+    campaign: Campaign,
+    as_of: dt.date,
+    chunk_size: int,
+    extra: dict[str, Any] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Yield the audience in chunks of about ``chunk_size`` rows, checked for the required columns.
 
+    Rows come ordered by customer, anchor time and anchor id, and a customer's rows are never split
+    across chunks: when two anchors compete (re-entry), the earlier one wins, whatever the table order.
     ``extra`` adds bound parameters; list values bind as expanding ``IN :name`` lists.
     """
     path = campaign.segment_path
@@ -50,17 +60,25 @@ def read_segment(engine: sa.Engine, campaign: Campaign, as_of: dt.date, chunk_si
     if not sql:
         raise SegmentError(f"{path}: the segment query is empty")
     params = {**query_params(campaign, as_of), **(extra or {})}
-    stmt = sa.text(sql).bindparams(*[sa.bindparam(k, expanding=True) for k, v in params.items()
-                                     if isinstance(v, list) and f":{k}" in sql])
+    expanding: list[sa.BindParameter[Any]] = [
+        sa.bindparam(k, expanding=True) for k, v in params.items() if isinstance(v, list) and f":{k}" in sql
+    ]
+
+    def statement(wrapper: str) -> sa.TextClause:
+        return sa.text(wrapper.format(sql=sql)).bindparams(*expanding)
+
     try:
         with engine.connect() as conn:
-            for frame in pd.read_sql_query(stmt, conn, params=params, chunksize=chunk_size):
-                missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-                if missing:
-                    raise SegmentError(
-                        f"{path}: segment is missing column(s) {', '.join(missing)}; "
-                        f"it returned {', '.join(frame.columns)}"
-                    )
+            columns = list(conn.execute(statement("SELECT * FROM ({sql}\n) seg WHERE 1 = 0"), params).keys())
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise SegmentError(
+                    f"{path}: segment is missing column(s) {', '.join(missing)}; "
+                    f"it returned {', '.join(columns)}"
+                )
+            ordered = statement("SELECT * FROM ({sql}\n) seg ORDER BY customer_id, anchor_at, anchor_id")
+            frames = pd.read_sql_query(ordered, conn, params=params, chunksize=chunk_size)
+            for frame in _whole_customers(frames):
                 frame["customer_id"] = frame["customer_id"].astype(str)
                 frame["anchor_id"] = frame["anchor_id"].astype(str)
                 frame["anchor_at"] = pd.to_datetime(frame["anchor_at"], utc=True).dt.tz_localize(None)
@@ -71,13 +89,37 @@ def read_segment(engine: sa.Engine, campaign: Campaign, as_of: dt.date, chunk_si
         raise SegmentError(f"{path}: SQL error: {detail}") from exc
 
 
+def _whole_customers(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Re-cut customer-ordered chunks so that no customer's rows straddle two chunks."""
+    carry: pd.DataFrame | None = None
+    for frame in frames:
+        if frame.empty:
+            continue
+        if carry is not None:
+            frame = pd.concat([carry, frame], ignore_index=True)
+        last = frame["customer_id"].iloc[-1]
+        tail = frame["customer_id"] == last
+        carry, head = frame[tail], frame[~tail]
+        if not head.empty:
+            yield head.reset_index(drop=True)
+    if carry is not None and not carry.empty:
+        yield carry.reset_index(drop=True)
+
+
 def run_folder(work_url: str, campaign_id: str, run_id: str) -> str:
     """The object-storage folder holding one run's audience chunks."""
     return f"{work_url.rstrip('/')}/{campaign_id}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', run_id)}"
 
 
-def materialise(engine: sa.Engine, campaign: Campaign, as_of: dt.date, run_id: str, work_url: str,
-                chunk_size: int, extra: dict[str, Any] | None = None) -> list[str]:
+def materialise(
+    engine: sa.Engine,
+    campaign: Campaign,
+    as_of: dt.date,
+    run_id: str,
+    work_url: str,
+    chunk_size: int,
+    extra: dict[str, Any] | None = None,
+) -> list[str]:
     """Write the audience once per run as Parquet chunks and return their URLs (reused on retry)."""
     folder = run_folder(work_url, campaign.id, run_id)
     fs, root = fsspec.core.url_to_fs(folder)

@@ -16,13 +16,14 @@ ledger = sa.Table(
     sa.Column("anchor_id", sa.String(200), nullable=False),
     sa.Column("channel", sa.String(20), nullable=False),
     sa.Column("category", sa.String(20), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),  # claimed | sent | failed | unknown
+    sa.Column("status", sa.String(20), nullable=False),  # claimed|scheduled|sent|failed|unknown|released
     sa.Column("provider", sa.String(20), nullable=False),
     sa.Column("provider_message_id", sa.String(200)),
     sa.Column("error", sa.Text),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("as_of", sa.Date, nullable=False),
     sa.Column("send_at", sa.DateTime),
+    sa.Column("payload", sa.Text),  # the rendered message, kept while status is "scheduled"
     sa.Column("claimed_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Index("ix_loyalflow_ledger_customer", "customer_id", "as_of"),
@@ -115,10 +116,27 @@ cap_reservations = sa.Table(
 )
 
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create loyalflow's tables when missing (idempotent, safe to call from concurrent tasks)."""
-    try:
-        metadata.create_all(engine, checkfirst=True)
-    except sa.exc.OperationalError:
-        metadata.create_all(engine, checkfirst=True)  # lost a create race with a concurrent task
-    except sa.exc.IntegrityError:
-        metadata.create_all(engine, checkfirst=True)
+    """Create loyalflow's tables when missing and add columns newer versions introduced (idempotent).
+
+    Safe to call from concurrent tasks: a lost create race is retried once.
+    """
+    for attempt in range(2):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            _add_missing_columns(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            if attempt:
+                raise
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Additive migration: every nullable column of the models that an older table lacks."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))

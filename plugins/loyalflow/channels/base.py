@@ -41,6 +41,7 @@ class Channel(Protocol):
     """A provider that delivers a batch of messages of one kind."""
 
     provider: str
+    horizon: dt.timedelta  # how far ahead the provider itself can schedule a message (send_at)
 
     def send(self, messages: list[Message]) -> list[SendResult]:
         """Deliver ``messages``; one result per message, in any order."""

@@ -62,6 +62,7 @@ class OutboxChannel:
     """Appends each message to ``<outbox>/<campaign>/<channel>.jsonl`` under a file lock."""
 
     provider = "outbox"
+    horizon = dt.timedelta(days=36500)  # records send_at; whoever reads the outbox honours it
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)

@@ -91,19 +91,21 @@ def read_segment(
 
 def _whole_customers(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Re-cut customer-ordered chunks so that no customer's rows straddle two chunks."""
-    carry: pd.DataFrame | None = None
+    pending: pd.DataFrame | None = None
     for frame in frames:
         if frame.empty:
             continue
-        if carry is not None:
-            frame = pd.concat([carry, frame], ignore_index=True)
-        last = frame["customer_id"].iloc[-1]
-        tail = frame["customer_id"] == last
-        carry, head = frame[tail], frame[~tail]
-        if not head.empty:
-            yield head.reset_index(drop=True)
-    if carry is not None and not carry.empty:
-        yield carry.reset_index(drop=True)
+        if pending is not None:
+            last = pending["customer_id"].iloc[-1]
+            if frame["customer_id"].iloc[0] == last:  # the customer continues: move their rows forward
+                tail = pending["customer_id"] == last
+                frame = pd.concat([pending[tail], frame], ignore_index=True)
+                pending = pending[~tail]
+            if not pending.empty:
+                yield pending.reset_index(drop=True)
+        pending = frame
+    if pending is not None:
+        yield pending.reset_index(drop=True)
 
 
 def run_folder(work_url: str, campaign_id: str, run_id: str) -> str:

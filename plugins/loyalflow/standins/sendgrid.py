@@ -455,6 +455,9 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: int, body: Json | list[Any] | None = None, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
         payload = b"" if body is None else json.dumps(body).encode()
+        if getattr(self, "_uncounted", False):
+            self.server.standin._count_response(str(status))
+            self._uncounted = False
         self.send_response(status)
         if payload:
             self.send_header("Content-Type", "application/json")
@@ -565,9 +568,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _errors(_error("Not Found")))
 
     def _mail_send(self, raw: bytes) -> None:
-        standin = self.server.standin
+        self._uncounted = True  # counted before the answer is written, so a client never outruns stats
         status = self._mail_send_status(raw)
-        standin._count_response(status)
+        if self._uncounted:  # no answer was written (a dropped connection)
+            self.server.standin._count_response(status)
+        self._uncounted = False
 
     def _mail_send_status(self, raw: bytes) -> str:
         standin = self.server.standin

@@ -26,6 +26,7 @@ $(AIRFLOW_HOME)/airflow.db: | $(STAMP)
 
 demo: $(STAMP) $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/loyalflow demo
+	$(BIN)/loyalflow report --as-of 2026-11-20
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

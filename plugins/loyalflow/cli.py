@@ -20,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no truncated tables
 err = Console(stderr=True)
 
 AsOf = Annotated[str, typer.Option("--as-of", help="Evaluate at the end of this day (YYYY-MM-DD, UTC).")]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 
 import pandas as pd
+import sqlalchemy as sa
 
+from loyalflow import responses
 from loyalflow.demo_data import has_warehouse, seed
 from loyalflow.errors import LoyalflowError
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.reports import summary
 from loyalflow.settings import Settings
 from loyalflow.spec import campaign_files
+from loyalflow.state import ledger
 
 
 def run_in_airflow(settings: Settings, campaign_id: str, as_of: dt.date) -> str:
@@ -38,6 +42,45 @@ def run_in_airflow(settings: Settings, campaign_id: str, as_of: dt.date) -> str:
 
 SIMULATED_DAYS = 31  # covers every step: dormant reactivation's last call is 30 days after entry
 SEND_HOUR = dt.time(15)  # simulated days send at 15:00 UTC: daytime in Europe and the Americas
+
+
+# Share of recipients of a step who answer, by answer: a believable response pattern for the demo.
+ANSWER_RATES = {
+    ("dormant_reactivation", "why_stop"): {"positive": 0.25, "negative": 0.15, "later": 0.10},
+    ("thank_you", "thanks"): {"positive": 0.06},
+    ("remorse_reduction", "reassurance"): {"positive": 0.04, "negative": 0.01},
+}
+
+
+def simulate_responses(rt: Runtime, day: dt.date) -> int:
+    """Let a deterministic share of the day's recipients click a response link; returns answers stored."""
+    with rt.state.connect() as conn:
+        rows = conn.execute(
+            sa.select(ledger.c.campaign, ledger.c.step, ledger.c.customer_id, ledger.c.channel).where(
+                ledger.c.as_of == day, ledger.c.status == "sent"
+            )
+        ).all()
+    stored = 0
+    for campaign, step, customer_id, channel in rows:
+        draw = (
+            int(hashlib.sha256(f"answer|{campaign}|{customer_id}|{day}".encode()).hexdigest()[:8], 16) / 16**8
+        )
+        for answer, rate in ANSWER_RATES.get((campaign, step), {}).items():
+            if draw < rate:
+                at = dt.datetime.combine(day, dt.time(18))
+                stored += responses.record(
+                    rt.state,
+                    customer_id,
+                    answer,
+                    at=at,
+                    source="demo",
+                    campaign=campaign,
+                    channel=channel,
+                    snooze_days=rt.settings.snooze_days,
+                )
+                break
+            draw -= rate
+    return stored
 
 
 def run_demo(
@@ -73,6 +116,7 @@ def run_demo(
         for campaign_id in campaigns:
             run(rt, campaign_id, RunOptions(day, run_id, now=dt.datetime.combine(day, SEND_HOUR)))
         run_ids.append(run_id)
+        simulate_responses(rt, day)
     for campaign_id in campaigns:
         echo(f"running {campaign_id} for {as_of}{' through Airflow' if via_airflow else ''}")
         if via_airflow:

@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy.dialects import postgresql, sqlite
 
-from loyalflow import suppressions
+from loyalflow import responses, suppressions
 from loyalflow.addresses import normalise_phone
 from loyalflow.errors import LoyalflowError
 from loyalflow.settings import Settings
-from loyalflow.state import delivery_events, responses
+from loyalflow.state import delivery_events
 
 log = logging.getLogger(__name__)
 PROVIDERS = ("sendgrid", "ses", "sms")
@@ -237,7 +237,9 @@ def _customer_by_phone(warehouse: sa.Engine | None, phone: str | None) -> str | 
     return str(found) if found is not None else None
 
 
-def apply(state: sa.Engine, events: list[Event], warehouse: sa.Engine | None = None) -> dict[str, int]:
+def apply(
+    state: sa.Engine, events: list[Event], warehouse: sa.Engine | None = None, snooze_days: int = 30
+) -> dict[str, int]:
     """Store new events (duplicates are skipped) and apply their suppressions and responses."""
     counts: Counter[str] = Counter()
     insert = (postgresql if state.dialect.name == "postgresql" else sqlite).insert(delivery_events)
@@ -278,16 +280,15 @@ def apply(state: sa.Engine, events: list[Event], warehouse: sa.Engine | None = N
         except LoyalflowError:
             counts["invalid_address"] += 1
         if ev.answer and ev.customer_id:
-            with state.begin() as conn:
-                conn.execute(
-                    responses.insert().values(
-                        customer_id=ev.customer_id,
-                        answer=ev.answer,
-                        channel=ev.channel,
-                        source="sms",
-                        received_at=ev.occurred_at,
-                    )
-                )
+            responses.record(
+                state,
+                ev.customer_id,
+                ev.answer,
+                at=ev.occurred_at,
+                source="sms",
+                channel=ev.channel,
+                snooze_days=snooze_days,
+            )
             counts[f"response_{ev.answer}"] += 1
         log.debug(
             "event %s/%s %s for customer %s (key %s)",
@@ -318,6 +319,8 @@ def ingest(
     from loyalflow.pipeline import Runtime
 
     rt = Runtime(settings)
-    counts = apply(rt.state, PARSERS[provider](body), rt.warehouse if provider == "sms" else None)
+    counts = apply(
+        rt.state, PARSERS[provider](body), rt.warehouse if provider == "sms" else None, settings.snooze_days
+    )
     log.info("ingested %s events: %s", provider, counts)
     return counts

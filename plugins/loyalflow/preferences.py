@@ -16,11 +16,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from loyalflow import suppressions
+from loyalflow import responses, suppressions
 from loyalflow.addresses import normalise
 from loyalflow.eligibility import consent_map
 from loyalflow.settings import get_settings
-from loyalflow.state import responses
 from loyalflow.tokens import LinkToken, verify
 
 CHANNELS = {"email": "email", "sms": "phone"}
@@ -179,33 +178,17 @@ def respond(token: str, answer: str) -> HTMLResponse:
     link = _token(token)
     if answer not in ("positive", "negative", "later"):
         raise HTTPException(400, "Unknown answer.")
-    settings = get_settings()
-    rt = _runtime()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    today = dt.datetime.combine(now.date(), dt.time())
-    with rt.state.begin() as conn:
-        seen = conn.execute(
-            sa.select(responses.c.id).where(
-                responses.c.customer_id == link.customer_id,
-                responses.c.campaign == link.campaign,
-                responses.c.answer == answer,
-                responses.c.received_at >= today,
-            )
-        ).first()
-        if seen is None:
-            conn.execute(
-                responses.insert().values(
-                    customer_id=link.customer_id,
-                    campaign=link.campaign,
-                    answer=answer,
-                    channel=link.channel,
-                    source="link",
-                    received_at=now,
-                    snooze_until=now.date() + dt.timedelta(days=settings.snooze_days)
-                    if answer == "later"
-                    else None,
-                )
-            )
+    responses.record(
+        _runtime().state,
+        link.customer_id,
+        answer,
+        at=now,
+        source="link",
+        campaign=link.campaign,
+        channel=link.channel,
+        snooze_days=get_settings().snooze_days,
+    )
     return _page("Thank you", "<p id='done'>We have noted your answer.</p>")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,6 +27,9 @@ ID_BATCH = 900  # stays under SQLite's bound-parameter limit
 def engine_for(url: str) -> sa.Engine:
     """A pooled engine per URL (SQLite gets a busy timeout so concurrent tasks wait, not fail)."""
     if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/ yet
         return sa.create_engine(url, connect_args={"timeout": 60})
     return sa.create_engine(url, pool_pre_ping=True)
 

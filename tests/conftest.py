@@ -24,8 +24,8 @@ for name in [n for n in os.environ if n.startswith("LOYALFLOW_")]:
     del os.environ[name]
 
 import sqlalchemy as sa  # noqa: E402
-from loyalflow.settings import Settings, get_settings  # noqa: E402
 
+from loyalflow.settings import Settings, get_settings  # noqa: E402
 from tests.factories import Shop  # noqa: E402
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from loyalflow.channels.base import Message
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.settings import Settings, get_settings
 from loyalflow.standins.sendgrid import SendGridStandin
 from loyalflow.state import ledger
-
 from tests.factories import Shop
 
 AS_OF = dt.date(2026, 11, 20)

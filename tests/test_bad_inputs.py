@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from loyalflow.cli import app
 from loyalflow.errors import CampaignError
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.reports import decisions_for
 from loyalflow.settings import Settings
 from loyalflow.spec import load_campaign
-from typer.testing import CliRunner
-
 from tests.factories import Shop
 
 AS_OF = dt.date(2026, 11, 20)

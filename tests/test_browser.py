@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import uvicorn
+
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.preferences import app
 from loyalflow.settings import Settings, get_settings
-
 from tests.compliance_helpers import outbox
 from tests.conftest import IN_CI
 from tests.factories import Shop

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+
 from loyalflow.channels import channel_for
 from loyalflow.channels.delivery import TokenBucket, wait_hint
 from loyalflow.channels.sendgrid import SendGridChannel, mail_payload
@@ -14,7 +15,6 @@ from loyalflow.hooks import SendGridHook
 from loyalflow.reconcile import reconcile, record_delivery_events
 from loyalflow.settings import Settings
 from loyalflow.standins.sendgrid import SendGridStandin
-
 from tests.delivery_helpers import (
     buyers,
     closed_port,

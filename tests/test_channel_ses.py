@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+
 from loyalflow.channels.aws import SesChannel, tag_value
 from loyalflow.settings import Settings
-
 from tests.delivery_helpers import (
     buyers,
     capture_calls,

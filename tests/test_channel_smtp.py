@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from loyalflow.channels.smtp import SmtpChannel
 from loyalflow.settings import Settings
-
 from tests.delivery_helpers import buyers, closed_port, message, run_thank_you, set_connection, use_provider
 from tests.factories import Shop
 

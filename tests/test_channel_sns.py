@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+
 from loyalflow.channels.aws import SnsChannel, sync_sms_opt_outs
 from loyalflow.settings import Settings
 from loyalflow.state import ensure_schema, suppressions
-
 from tests.delivery_helpers import buyers, capture_calls, message, moto_server, run_thank_you, use_provider
 from tests.factories import Shop
 

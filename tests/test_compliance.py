@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
 from loyalflow import caps, events, suppressions
 from loyalflow.cli import app as cli
 from loyalflow.eligibility import sms_send_time
@@ -24,8 +26,6 @@ from loyalflow.settings import Settings, get_settings
 from loyalflow.state import delivery_events, responses
 from loyalflow.state import suppressions as supp_table
 from loyalflow.tokens import LinkToken, sign
-from typer.testing import CliRunner
-
 from tests.compliance_helpers import outbox, promo_project
 from tests.factories import PREFS, Shop
 

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
 from loyalflow import suppressions
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.settings import Settings
-
 from tests.compliance_helpers import outbox, promo_project
 from tests.factories import Shop
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from loyalflow.settings import Settings
 
+from loyalflow.settings import Settings
 from tests.conftest import ROOT
 from tests.dagbag import load_dagbag
 from tests.factories import Shop

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+
 from loyalflow.demo_data import EMAIL_DOMAINS, EVENT_TYPES, PERSONAS, has_warehouse, seed
 
 AS_OF = date(2026, 11, 20)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
+
 from loyalflow.channels import Message, SendResult
 from loyalflow.dispatch import dispatch
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.settings import Settings
 from loyalflow.state import ledger
-
 from tests.factories import Shop
 
 

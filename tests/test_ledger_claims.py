@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+
 from loyalflow import ledger
 from loyalflow.pipeline import RunOptions, Runtime, plan, process_chunk
 from loyalflow.settings import Settings
 from loyalflow.standins.sendgrid import SendGridStandin
 from loyalflow.state import ensure_schema
-
 from tests.delivery_helpers import AS_OF, buyers, ledger_states, sendgrid_standin, use_provider
 from tests.factories import Shop
 

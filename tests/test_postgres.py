@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from loyalflow import ledger
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.settings import Settings
 from loyalflow.state import ensure_schema
-
 from tests.factories import Shop
 
 

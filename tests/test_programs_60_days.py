@@ -24,11 +24,11 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+
 from loyalflow.demo_data import seed
 from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.settings import Settings
 from loyalflow.warehouse import engine_for
-
 from tests.expectations import (
     CampaignConf,
     ContentMap,

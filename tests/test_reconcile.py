@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+
 from loyalflow import ledger
 from loyalflow.reconcile import reconcile, record_delivery_events
 from loyalflow.state import ensure_schema
-
 from tests.delivery_helpers import ledger_states
 from tests.test_ledger_claims import row
 

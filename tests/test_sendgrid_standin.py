@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loyalflow.standins.sendgrid import SendGridStandin, validate_mail_send
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
+
+from loyalflow.standins.sendgrid import SendGridStandin, validate_mail_send
 
 API_KEY = "SG.test"
 AUTH = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}

@@ -7,10 +7,10 @@ import email
 import json
 from pathlib import Path
 
-from loyalflow.cli import app
-from loyalflow.settings import Settings
 from typer.testing import CliRunner
 
+from loyalflow.cli import app
+from loyalflow.settings import Settings
 from tests.factories import Shop
 
 AS_OF = dt.date(2026, 11, 20)

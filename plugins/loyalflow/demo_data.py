@@ -321,6 +321,7 @@ def build_frames(
     cust = _customers(rng, customers, seed, t0, window_start)
     orders = _orders(rng, cust, t0)
     prefs = _preferences(rng, cust, t0)
+    _text_message_advocates(rng, orders, prefs, t0)
     events = _events(rng, cust, prefs, t0)
     return {
         "customers": _customer_frame(cust),
@@ -331,6 +332,32 @@ def build_frames(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+ADVOCATES = 3  # recent referred bookings credited to guests who only take text messages
+
+
+def _text_message_advocates(
+    rng: np.random.Generator, orders: pd.DataFrame, prefs: pd.DataFrame, t0: int
+) -> None:
+    """Credit a few of the last 45 days' referred bookings to SMS-only guests (in place).
+
+    Referral thank-yous then show on both channels in any demo window, whatever the random draw.
+    """
+    opted = prefs[prefs["opted_in"].astype(bool)]
+    by_channel = opted.groupby("channel")["customer_id"].agg(set)
+    sms_only = sorted(by_channel.get("sms", set()) - by_channel.get("email", set()))
+    recent = orders.index[
+        orders["referred_by"].notna()
+        & (orders["status"] == "completed")
+        & (orders["ordered_at"] >= _to_datetimes(np.array([t0 - 45 * DAY]))[0])
+    ]
+    first_order: dict[Any, Any] = orders.groupby("customer_id")["ordered_at"].min().to_dict()
+    for row in rng.permutation(recent)[:ADVOCATES]:
+        at, buyer = orders.at[row, "ordered_at"], orders.at[row, "customer_id"]
+        candidates = [c for c in sms_only if c != buyer and c in first_order and first_order[c] < at]
+        if candidates:
+            orders.at[row, "referred_by"] = candidates[int(rng.integers(len(candidates)))]
 
 
 def _to_datetimes(seconds: np.ndarray) -> np.ndarray:

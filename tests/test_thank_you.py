@@ -136,3 +136,47 @@ def test_warehouse_from_an_airflow_connection(settings: Settings, shop: Shop, mo
         update={"warehouse_url": "sqlite:///nowhere.db", "warehouse_conn_id": "customer_warehouse"}
     )
     assert run(Runtime(via_conn), "thank_you", RunOptions(AS_OF, "conn-test")) == {"sent": 1}
+
+
+CAMPAIGN_IDS = (
+    "buying_cycle_nurture",
+    "thank_you",
+    "remorse_reduction",
+    "referral_ask",
+    "dormant_reactivation",
+)
+
+
+def test_cli_runs_every_campaign_on_a_contract_only_warehouse(settings: Settings, shop: Shop) -> None:
+    """Each campaign id through `loyalflow run`, with data that makes every program send something."""
+    vip = shop.customer(first_name="Vera", persona="corporate_travel_manager")
+    shop.order(vip, DAY - dt.timedelta(days=21), total=9000.0)  # referral ask: top 20% by value
+    settled = shop.customer(persona="vacationing_family")
+    shop.order(settled, DAY - dt.timedelta(days=3), total=400.0)  # remorse reassurance
+    dormant = shop.customer(persona="event_planner")
+    shop.order(dormant, DAY - dt.timedelta(days=180))  # dormancy starts today: reminder
+    reader = shop.customer(persona="wedding_couple")
+    shop.event(reader, "ebook_download", DAY - dt.timedelta(days=2), "venue-checklist")
+    for i in range(4):
+        shop.order(shop.customer(), DAY - dt.timedelta(days=400 + i), total=10.0)  # value tiers need a crowd
+    sent: dict[str, set[str]] = {}
+    for campaign in CAMPAIGN_IDS:
+        result = runner.invoke(
+            app,
+            [
+                "run",
+                campaign,
+                "--as-of",
+                str(AS_OF),
+                "--warehouse",
+                settings.warehouse_url,
+                "--outbox",
+                str(settings.outbox_dir),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    for m in outbox_lines(settings):
+        sent.setdefault(m["campaign"], set()).add(m["customer_id"])
+    assert sent["referral_ask"] == {vip} and sent["remorse_reduction"] == {settled}
+    assert sent["dormant_reactivation"] == {dormant}
+    assert sent["buying_cycle_nurture"] == {reader}

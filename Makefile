@@ -44,10 +44,13 @@ lock: $(STAMP)  ## regenerate constraints.txt from the working install
 clean:
 	rm -rf out .airflow
 
-.PHONY: chaos bench-send
+.PHONY: chaos bench-send bench
 
 chaos: $(STAMP)  ## kill `loyalflow run` at random points; prove no duplicate and no lost message
 	$(BIN)/python -m loyalflow.chaos
 
 bench-send: $(STAMP)  ## sustained SendGrid sending rate against the stand-in (50 ms latency)
 	$(BIN)/python -m loyalflow.bench_send
+
+bench: $(STAMP)  ## rendering and end-to-end pipeline throughput against same-run baselines
+	$(BIN)/python -m loyalflow.bench_pipeline

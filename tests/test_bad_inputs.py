@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from loyalflow.cli import app
 from loyalflow.errors import CampaignError
@@ -15,32 +13,15 @@ from loyalflow.pipeline import RunOptions, Runtime, run
 from loyalflow.reports import decisions_for
 from loyalflow.settings import Settings
 from loyalflow.spec import load_campaign
+from tests.cli_helpers import AS_OF, invoke_run, outbox_lines, runner
 from tests.factories import Shop
 
-AS_OF = dt.date(2026, 11, 20)
 ORDER_AT = dt.datetime(2026, 11, 20, 10)
-runner = CliRunner()
 
 
 def cli_run(settings: Settings) -> tuple[int, str]:
-    result = runner.invoke(
-        app,
-        [
-            "run",
-            "thank_you",
-            "--as-of",
-            str(AS_OF),
-            "--warehouse",
-            settings.warehouse_url,
-            "--outbox",
-            str(settings.outbox_dir),
-        ],
-    )
+    result = invoke_run(settings)
     return result.exit_code, result.output
-
-
-def outbox(settings: Settings) -> list[dict]:
-    return [json.loads(line) for f in Path(settings.outbox_dir).rglob("*.jsonl") for line in f.open()]
 
 
 def error_line(output: str) -> str:
@@ -90,14 +71,14 @@ def test_missing_template(project: Path, settings: Settings, buyer: str) -> None
     code, output = cli_run(settings)
     assert code == 1
     assert "missing template" in error_line(output) and "thanks.sms.j2" in error_line(output)
-    assert outbox(settings) == []
+    assert outbox_lines(settings) == []
 
 
 def test_template_syntax_error(project: Path, settings: Settings, buyer: str) -> None:
     (project / "templates" / "thank_you" / "thanks.txt.j2").write_text("{% block body %}{{ greeting }")
     code, output = cli_run(settings)
     assert code == 1 and "thank_you/thanks.txt.j2:1" in error_line(output)
-    assert outbox(settings) == []
+    assert outbox_lines(settings) == []
 
 
 def test_undefined_variable_stops_the_campaign_before_sending(
@@ -113,14 +94,14 @@ def test_undefined_variable_stops_the_campaign_before_sending(
         and "'produkt' is undefined" in error_line(output)
         and "thanks.html.j2" in error_line(output)
     )
-    assert outbox(settings) == []
+    assert outbox_lines(settings) == []
 
 
 def test_sql_error(project: Path, settings: Settings, buyer: str) -> None:
     (project / "campaigns" / "sql" / "thank_you.sql").write_text("SELECT nope FROM orderz")
     code, output = cli_run(settings)
     assert code == 1 and "thank_you.sql: SQL error" in error_line(output) and "orderz" in error_line(output)
-    assert outbox(settings) == []
+    assert outbox_lines(settings) == []
 
 
 def test_missing_column(project: Path, settings: Settings, buyer: str) -> None:
@@ -129,7 +110,7 @@ def test_missing_column(project: Path, settings: Settings, buyer: str) -> None:
     )
     code, output = cli_run(settings)
     assert code == 1 and "missing column(s) anchor_at" in error_line(output)
-    assert outbox(settings) == []
+    assert outbox_lines(settings) == []
 
 
 def test_empty_segment_file_and_empty_audience(project: Path, settings: Settings, shop: Shop) -> None:
@@ -138,7 +119,7 @@ def test_empty_segment_file_and_empty_audience(project: Path, settings: Settings
     (project / "campaigns" / "sql" / "thank_you.sql").write_text("  \n")
     code, output = cli_run(settings)
     assert code == 1 and "thank_you.sql: the segment query is empty" in error_line(output)
-    assert outbox(settings) == []
+    assert outbox_lines(settings) == []
 
 
 def test_null_email_and_invalid_phone_skip_that_customer_only(settings: Settings, shop: Shop) -> None:
@@ -149,7 +130,7 @@ def test_null_email_and_invalid_phone_skip_that_customer_only(settings: Settings
         shop.order(cid, ORDER_AT)
     code, _ = cli_run(settings)
     assert code == 0
-    assert [m["customer_id"] for m in outbox(settings)] == [fine]
+    assert [m["customer_id"] for m in outbox_lines(settings)] == [fine]
     rt = Runtime(settings)
     for cid in (no_email, bad_phone):
         reasons = set(decisions_for(rt.state, cid)["reason"])
@@ -162,7 +143,7 @@ def test_unicode_and_html_in_names(settings: Settings, shop: Shop) -> None:
     for cid in (html_name, blank):
         shop.order(cid, ORDER_AT)
     cli_run(settings)
-    by_id = {m["customer_id"]: m for m in outbox(settings)}
+    by_id = {m["customer_id"]: m for m in outbox_lines(settings)}
     assert "&lt;b&gt;Zoë&lt;/b&gt; &amp; Co" in by_id[html_name]["html"]
     assert "<b>Zoë</b>" not in by_id[html_name]["html"]
     assert by_id[html_name]["text"].startswith("Hi <b>Zoë</b> & Co,")
@@ -177,7 +158,7 @@ def test_unknown_persona_falls_back_to_default_variant(settings: Settings, shop:
         shop.order(cid, ORDER_AT)
     totals = run(Runtime(settings), "thank_you", RunOptions(AS_OF, "persona-test"))
     assert totals == {"sent": 2}
-    by_id = {m["customer_id"]: m for m in outbox(settings)}
+    by_id = {m["customer_id"]: m for m in outbox_lines(settings)}
     assert "wedding coordinator" in by_id[wedding]["html"]
     assert (
         "wedding coordinator" not in by_id[unknown]["html"] and "View your booking" in by_id[unknown]["html"]

@@ -4,44 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import email
-import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from loyalflow.cli import app
 from loyalflow.settings import Settings
+from tests.cli_helpers import AS_OF, invoke_run, outbox_lines
 from tests.factories import Shop
 
-AS_OF = dt.date(2026, 11, 20)
 DAY = dt.datetime(2026, 11, 20, 14, 30)
-runner = CliRunner()
-
-
-def outbox_lines(settings: Settings) -> list[dict]:
-    """Every message in the outbox."""
-    return [
-        json.loads(line)
-        for f in sorted(Path(settings.outbox_dir).rglob("*.jsonl"))
-        for line in f.read_text().splitlines()
-    ]
 
 
 def run_cli(settings: Settings, *args: str) -> str:
-    result = runner.invoke(
-        app,
-        [
-            "run",
-            "thank_you",
-            "--as-of",
-            str(AS_OF),
-            "--warehouse",
-            settings.warehouse_url,
-            "--outbox",
-            str(settings.outbox_dir),
-            *args,
-        ],
-    )
+    result = invoke_run(settings, "thank_you", *args)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -161,22 +134,22 @@ def test_cli_runs_every_campaign_on_a_contract_only_warehouse(settings: Settings
         shop.order(shop.customer(), DAY - dt.timedelta(days=400 + i), total=10.0)  # value tiers need a crowd
     sent: dict[str, set[str]] = {}
     for campaign in CAMPAIGN_IDS:
-        result = runner.invoke(
-            app,
-            [
-                "run",
-                campaign,
-                "--as-of",
-                str(AS_OF),
-                "--warehouse",
-                settings.warehouse_url,
-                "--outbox",
-                str(settings.outbox_dir),
-            ],
-        )
+        result = invoke_run(settings, campaign)
         assert result.exit_code == 0, result.output
     for m in outbox_lines(settings):
         sent.setdefault(m["campaign"], set()).add(m["customer_id"])
     assert sent["referral_ask"] == {vip} and sent["remorse_reduction"] == {settled}
     assert sent["dormant_reactivation"] == {dormant}
     assert sent["buying_cycle_nurture"] == {reader}
+
+
+def test_referral_codes_of_sent_messages_are_stored_for_attribution(settings: Settings, shop: Shop) -> None:
+    from loyalflow.pipeline import RunOptions, Runtime, run
+    from loyalflow.referral import code_for, customer_for
+
+    cid = shop.customer()
+    shop.order(cid, DAY)
+    rt = Runtime(settings)
+    run(rt, "thank_you", RunOptions(AS_OF, "codes"))
+    assert customer_for(rt.state, code_for(settings.secret_key, cid).lower()) == cid
+    assert customer_for(rt.state, "HP-NOTACODE") is None

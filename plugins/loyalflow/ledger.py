@@ -43,24 +43,6 @@ def existing_keys(engine: sa.Engine, keys: Iterable[str]) -> set[str]:
     return found
 
 
-def marketing_sends(engine: sa.Engine, customer_ids: list[str], since: dt.date) -> dict[str, list[dt.date]]:
-    """Per customer, the days of marketing messages sent (or possibly sent) since ``since``."""
-    out: dict[str, list[dt.date]] = defaultdict(list)
-    with engine.connect() as conn:
-        for start in range(0, len(customer_ids), ID_BATCH):
-            rows = conn.execute(
-                sa.select(ledger.c.customer_id, ledger.c.as_of).where(
-                    ledger.c.customer_id.in_(customer_ids[start : start + ID_BATCH]),
-                    ledger.c.category == "marketing",
-                    ledger.c.status.in_(COUNTED),
-                    ledger.c.as_of >= since,
-                )
-            )
-            for customer_id, as_of in rows:
-                out[customer_id].append(as_of)
-    return out
-
-
 def recent_anchors(
     engine: sa.Engine, campaign: str, customer_ids: list[str], as_of: dt.date, days: int | None
 ) -> dict[str, dict[str, dt.date]]:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from loyalflow import caps, dispatch, ledger, suppressions
+from loyalflow import caps, dispatch, ledger, referral, suppressions
 from loyalflow.addresses import normalise_email, normalise_phone
 from loyalflow.channels import Channel, Message, SendResult, channel_for
 from loyalflow.context import build_context
@@ -136,8 +136,14 @@ def _reserver(rt: Runtime, campaign: Campaign, policy: Policy, opts: RunOptions)
 
     def reserve(customer_id: str, key: str, day: dt.date) -> str | None:
         return caps.reserve(
-            rt.state, customer_id=customer_id, key=key, day=day, campaign=campaign.id,
-            priority=campaign.priority, per_day=policy.per_day, per_week=policy.per_week,
+            rt.state,
+            customer_id=customer_id,
+            key=key,
+            day=day,
+            campaign=campaign.id,
+            priority=campaign.priority,
+            per_day=policy.per_day,
+            per_week=policy.per_week,
             commit=not opts.dry_run,
         )
 
@@ -232,8 +238,8 @@ def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOpti
             campaign,
             customer,
             key,
-            row.get("exit_reason") or _reentry(campaign, entries.get(customer["customer_id"], {}), row, key,
-                                               facts.ledger_keys),
+            row.get("exit_reason")
+            or _reentry(campaign, entries.get(customer["customer_id"], {}), row, key, facts.ledger_keys),
             facts,
             opts.send_time,
             policy,
@@ -255,14 +261,17 @@ def evaluate(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOpti
     return out
 
 
-def _reentry(campaign: Campaign, anchors: dict[str, dt.date], row: dict[str, Any], key: str,
-             sent: set[str]) -> str | None:
+def _reentry(
+    campaign: Campaign, anchors: dict[str, dt.date], row: dict[str, Any], key: str, sent: set[str]
+) -> str | None:
     """Why a new anchor may not start yet: the customer had this campaign for another anchor too recently."""
     others = [day for anchor, day in anchors.items() if anchor != str(row["anchor_id"])]
     if campaign.reentry_days is None or key in sent or not others:
         return None
-    return (f"re-entry wait: last message of this campaign on {max(others)} "
-            f"(re-entry after {campaign.reentry_days} days)")
+    return (
+        f"re-entry wait: last message of this campaign on {max(others)} "
+        f"(re-entry after {campaign.reentry_days} days)"
+    )
 
 
 def _sent_in_run(rt: Runtime, campaign: Campaign, run_id: str) -> int:
@@ -346,6 +355,12 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
             c.outcome = result.status
             if result.error:
                 c.decision = Decision(c.outcome, kind, detail=result.error)
+    # Every message carries the customer's referral code: store it so referred orders can be attributed.
+    referral.remember(
+        rt.state,
+        rt.settings.secret_key,
+        [str(c.row["customer_id"]) for c in cands if c.outcome in ("sent", "scheduled")],
+    )
     if campaign.category == "marketing":
         released = [c.key for c in cands if c.decision.reason in ("render_error", "send_limit", "failed")]
         taken = [c.key for c in cands if c.outcome in ("sent", "unknown", "scheduled")]
@@ -415,8 +430,15 @@ def settle(rt: Runtime, campaign: Campaign) -> None:
 def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
     """Materialise the audience into chunk files and check the templates against sample rows."""
     settle(rt, campaign)
-    chunks = materialise(rt.warehouse, campaign, opts.as_of, opts.run_id, rt.settings.work_url,
-                         rt.settings.chunk_size, segment_params(rt, campaign))
+    chunks = materialise(
+        rt.warehouse,
+        campaign,
+        opts.as_of,
+        opts.run_id,
+        rt.settings.work_url,
+        rt.settings.chunk_size,
+        segment_params(rt, campaign),
+    )
     check_sample(rt, campaign, read_chunk(chunks[0]) if chunks else pd.DataFrame(), opts.as_of)
     if not chunks:
         log.info(

@@ -47,10 +47,10 @@ clean:
 .PHONY: chaos bench-send bench
 
 chaos: $(STAMP)  ## kill `loyalflow run` at random points; prove no duplicate and no lost message
-	$(BIN)/python -m loyalflow.chaos
+	$(BIN)/python -m tools.chaos
 
 bench-send: $(STAMP)  ## sustained SendGrid sending rate against the stand-in (50 ms latency)
-	$(BIN)/python -m loyalflow.bench_send
+	$(BIN)/python -m tools.bench_send
 
 bench: $(STAMP)  ## rendering and end-to-end pipeline throughput against same-run baselines
-	$(BIN)/python -m loyalflow.bench_pipeline
+	$(BIN)/python -m tools.bench_pipeline

@@ -1,4 +1,4 @@
 """Airflow DAG sending messages held for quiet hours or send windows once they are due."""
-from loyalflow.dag_factory import dispatch_dag
+from loyalflow.airflow.dags import dispatch_dag
 
 dag = dispatch_dag()

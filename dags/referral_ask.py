@@ -1,4 +1,4 @@
 """Airflow DAG for campaigns/referral_ask.yaml (the campaign file holds everything)."""
-from loyalflow.dag_factory import campaign_dag
+from loyalflow.airflow.dags import campaign_dag
 
 dag = campaign_dag("referral_ask")

@@ -1,5 +1,5 @@
 """Airflow DAG for campaigns/thank_you.yaml (the campaign file holds everything)."""
 
-from loyalflow.dag_factory import campaign_dag
+from loyalflow.airflow.dags import campaign_dag
 
 dag = campaign_dag("thank_you")

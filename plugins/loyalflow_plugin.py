@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from loyalflow.preferences import app as preference_app
+from loyalflow.web.preferences import app as preference_app
 
 
 class LoyalflowPlugin(AirflowPlugin):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from loyalflow.cli import app
+from loyalflow.ops.cli import app
 from loyalflow.settings import Settings
 
 AS_OF = dt.date(2026, 11, 20)

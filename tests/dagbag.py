@@ -9,7 +9,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 def load_dagbag(dags_folder: Path) -> DagBag:
     """Parse every DAG file in ``dags_folder`` fresh (the loyalflow caches are cleared first)."""
-    from loyalflow.dag_factory import _runtime
+    from loyalflow.airflow.dags import _runtime
     from loyalflow.settings import get_settings
 
     get_settings.cache_clear()

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from loyalflow.channels.base import Message
-from loyalflow.pipeline import RunOptions, Runtime, run
+from loyalflow.deliver.channels.base import Message
+from loyalflow.pipeline import run
+from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings, get_settings
-from loyalflow.standins.sendgrid import SendGridStandin
 from loyalflow.state import ledger
 from tests.factories import Shop
+from tools.sendgrid_standin import SendGridStandin
 
 AS_OF = dt.date(2026, 11, 20)
 DAY = dt.datetime(2026, 11, 20, 14, 30)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from loyalflow import ledger
-from loyalflow.pipeline import RunOptions, Runtime, run
+from loyalflow.deliver import ledger
+from loyalflow.pipeline import run
+from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
 from loyalflow.state import ensure_schema
 from tests.factories import Shop

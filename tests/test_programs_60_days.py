@@ -25,8 +25,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from loyalflow.demo_data import seed
-from loyalflow.pipeline import RunOptions, Runtime, run
+from loyalflow.demo.data import seed
+from loyalflow.pipeline import run
+from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
 from loyalflow.warehouse import engine_for
 from tests.expectations import (

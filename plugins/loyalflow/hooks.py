@@ -60,6 +60,15 @@ def aws_client(service: str, aws_conn_id: str = "aws_default", max_pool: int = 1
     return AwsBaseHook(aws_conn_id=aws_conn_id, client_type=service, config=config).get_conn()
 
 
+def warehouse_url(conn_id: str) -> str:
+    """The SQLAlchemy URL of an Airflow Connection (``AIRFLOW_CONN_*`` variables work from the CLI)."""
+    conn = BaseHook.get_connection(conn_id)
+    if conn.conn_type == "sqlite":  # the file path arrives as host (JSON form) or schema (URI form)
+        return f"sqlite:///{conn.host or conn.schema}"
+    uri = conn.get_uri()
+    return uri.replace("postgres://", "postgresql+psycopg2://", 1)
+
+
 @dataclass(frozen=True)
 class SmtpConfig:
     """SMTP server details from a Connection (extra: ``ssl``, ``starttls``, ``timeout``)."""

@@ -1,4 +1,4 @@
-"""Connections to the customer warehouse and to loyalflow's state database."""
+"""Engines for the customer warehouse and loyalflow's state database, and batched reads by customer."""
 
 from __future__ import annotations
 
@@ -32,17 +32,6 @@ def engine_for(url: str) -> sa.Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/ yet
         return sa.create_engine(url, connect_args={"timeout": 60})
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-def url_from_connection(conn_id: str) -> str:
-    """The SQLAlchemy URL of an Airflow Connection (``AIRFLOW_CONN_*`` variables work from the CLI)."""
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    if conn.conn_type == "sqlite":  # the file path arrives as host (JSON form) or schema (URI form)
-        return f"sqlite:///{conn.host or conn.schema}"
-    uri = conn.get_uri()
-    return uri.replace("postgres://", "postgresql+psycopg2://", 1)
 
 
 def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*") -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""The Airflow corner: DAGs built from the library (the only package that imports Airflow)."""

@@ -1,0 +1,1 @@
+"""The message: rendering, per-customer context, signed links and referral codes."""

@@ -1,0 +1,77 @@
+"""The message of an eligible candidate: context, rendered parts, sender and unsubscribe headers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from loyalflow.compose.context import build_context
+from loyalflow.decide.eligibility import Decision
+from loyalflow.deliver.channels import Message
+from loyalflow.errors import RenderError
+from loyalflow.runtime import RunOptions, Runtime
+from loyalflow.spec import Campaign, Step
+
+if TYPE_CHECKING:
+    from loyalflow.decide.candidates import Candidate
+
+log = logging.getLogger(__name__)
+
+
+def render_parts(
+    rt: Runtime,
+    campaign: Campaign,
+    step: Step,
+    customer: dict[str, Any],
+    row: dict[str, Any],
+    channel: str,
+    as_of: dt.date,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The template context and the rendered parts (subject, html, txt or sms) of one message."""
+    context = build_context(rt.settings, rt.brand, campaign, step, customer, row, channel, as_of)
+    return context, rt.renderer.render(campaign.id, step.template_name, channel, context)
+
+
+def message(rt: Runtime, campaign: Campaign, cand: Candidate, opts: RunOptions) -> Message:
+    """Render the candidate's message on its decided channel."""
+    assert cand.customer is not None and cand.decision.channel and cand.decision.address
+    channel = cand.decision.channel
+    context, parts = render_parts(rt, campaign, cand.step, cand.customer, cand.row, channel, opts.as_of)
+    headers = {}
+    if channel == "email":
+        headers = {
+            "List-Unsubscribe": f"<{context['links']['unsubscribe']}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    return Message(
+        idempotency_key=cand.key,
+        campaign=campaign.id,
+        step=cand.step.id,
+        customer_id=str(cand.row["customer_id"]),
+        channel=channel,
+        to=cand.decision.address,
+        text=parts.get("txt") or parts["sms"],
+        send_at=cand.decision.send_at or opts.send_time,
+        category=campaign.category,
+        subject=parts.get("subject"),
+        html=parts.get("html"),
+        sender=f"{rt.brand.from_name} <{rt.brand.from_email}>" if channel == "email" else rt.brand.sms_sender,
+        reply_to=rt.brand.reply_to,
+        headers=headers,
+    )
+
+
+def compose_all(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
+    """Render every eligible candidate before anything is sent; a template error fails that recipient."""
+    for cand in cands:
+        if not cand.decision.eligible:
+            continue
+        try:
+            cand.message = message(rt, campaign, cand, opts)
+        except RenderError as exc:
+            cand.decision = Decision("render_error", cand.decision.channel, detail=str(exc))
+            cand.outcome = "failed"
+            log.warning(
+                "render failed for customer %s step %s: %s", cand.row["customer_id"], cand.step.id, exc
+            )

@@ -1,0 +1,1 @@
+"""Who may get what: consent, suppressions, addresses, exits, holdout, caps, quiet hours."""

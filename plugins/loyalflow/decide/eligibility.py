@@ -1,0 +1,229 @@
+"""Who may get which message, decided in the order of DESIGN.md §4, each decision with its reason.
+
+consent → suppression → valid address → exit/re-entry → holdout → frequency cap → quiet hours → ledger.
+:func:`decide` is pure: the frequency cap is taken through ``Facts.reserve``
+(see :mod:`loyalflow.decide.caps`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from loyalflow.decide.addresses import normalise
+from loyalflow.settings import Settings
+from loyalflow.spec import Campaign
+
+Window = tuple[dt.time, dt.time]
+RANK = {"no_consent": 0, "invalid_address": 1, "suppressed": 2}  # which channel failure to report
+# (customer_id, idempotency_key, local day) -> None when a cap slot is granted, else why not
+Reserve = Callable[[str, str, dt.date], str | None]
+
+
+def parse_window(value: str | None) -> Window | None:
+    """``"09:00-20:00"`` as (start, end) local times; ``None`` or empty means any time."""
+    if not value:
+        return None
+    start, _, end = str(value).partition("-")
+    return dt.time.fromisoformat(start.strip()), dt.time.fromisoformat(end.strip())
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The compliance numbers of one campaign run (settings, overridable per campaign in ``params``)."""
+
+    per_day: int = 1
+    per_week: int = 2
+    sms_window: Window | None = (dt.time(9), dt.time(20))
+    email_window: Window | None = None
+    default_tz: str = "UTC"
+
+    @classmethod
+    def for_campaign(cls, settings: Settings, campaign: Campaign) -> Policy:
+        """Settings, with ``params.email_window`` of the campaign taking precedence."""
+        return cls(
+            per_day=settings.cap_marketing_per_day,
+            per_week=settings.cap_marketing_per_week,
+            sms_window=parse_window(settings.sms_window),
+            email_window=parse_window(campaign.params.get("email_window", settings.email_window)),
+            default_tz=settings.default_timezone,
+        )
+
+    def window(self, channel: str) -> Window | None:
+        """The local send window of ``channel`` (None: any time)."""
+        return self.sms_window if channel == "sms" else self.email_window
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The latest ``channel_preferences`` row of a customer and channel: the consent evidence."""
+
+    opted_in: bool
+    source: str | None = None
+    consented_at: Any = None
+
+    def describe(self, channel: str) -> str:
+        """``email: opted in 2025-01-02 via signup_form``."""
+        state = "opted in" if self.opted_in else "opted out"
+        return f"{channel}: {state} {self.consented_at or '(no date)'} via {self.source or 'unknown source'}"
+
+
+@dataclass
+class Facts:
+    """What the rules need to know about a chunk's customers, loaded once per chunk."""
+
+    consent: dict[str, dict[str, Consent]]  # customer -> channel -> latest row
+    suppressed: dict[tuple[str, str, str], str]  # (channel, address, scope) -> reason
+    ledger_keys: set[str]
+    reserve: Reserve = field(default=lambda customer_id, key, day: None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one customer and step: a channel and address, or the reason for skipping."""
+
+    reason: str  # "eligible" or the skip reason
+    channel: str | None = None
+    address: str | None = None
+    send_at: dt.datetime | None = None
+    detail: str = ""
+
+    @property
+    def eligible(self) -> bool:
+        """True when a message should be sent."""
+        return self.reason == "eligible"
+
+
+def _moment(value: Any) -> dt.datetime | None:
+    """A consent timestamp as naive UTC (datetime, pandas Timestamp or ISO string), None when unknown."""
+    if value is None or value != value:  # None or NaN/NaT
+        return None
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        return None
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def consent_map(
+    rows: list[dict[str, Any]], until: dt.datetime | None = None
+) -> dict[str, dict[str, Consent]]:
+    """Latest row per customer and channel recorded at or before ``until`` (explicit opt-in: no row means
+    no); rows without a date count as the oldest, ties go to the later row."""
+    out: dict[str, dict[str, Consent]] = {}
+    dated = [(_moment(r.get("consented_at")), i, r) for i, r in enumerate(rows)]
+    dated.sort(key=lambda t: (t[0] is not None, t[0] or dt.datetime.min, t[1]))
+    for at, _, row in dated:
+        if until is not None and at is not None and at > until:
+            continue  # recorded after the send moment: did not exist yet
+        out.setdefault(str(row["customer_id"]), {})[str(row["channel"])] = Consent(
+            bool(row["opted_in"]), row.get("source"), row.get("consented_at")
+        )
+    return out
+
+
+def in_holdout(campaign_id: str, customer_id: str, percent: float) -> bool:
+    """Deterministic control-group membership: the same customer is always in or out."""
+    if percent <= 0:
+        return False
+    digest = hashlib.sha256(f"holdout|{campaign_id}|{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 10000 < percent * 100
+
+
+def zone(name: object, default: str) -> ZoneInfo:
+    """The customer's time zone, ``default`` when unknown or invalid."""
+    try:
+        return ZoneInfo(str(name)) if name else ZoneInfo(default)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(default)
+
+
+def next_open(now: dt.datetime, tz: ZoneInfo, window: Window | None) -> dt.datetime:
+    """``now`` (naive UTC) when inside the local ``window``, else the window's next opening (naive UTC)."""
+    if window is None:
+        return now
+    start, end = window
+    local = now.replace(tzinfo=dt.UTC).astimezone(tz)
+    if start <= local.time() < end:
+        return now
+    day = local.date() if local.time() < start else local.date() + dt.timedelta(days=1)
+    return dt.datetime.combine(day, start, tzinfo=tz).astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def sms_send_time(now: dt.datetime, timezone: object, default_tz: str) -> dt.datetime:
+    """``now`` within 09:00–20:00 in the customer's zone, else the next 09:00 there (naive UTC)."""
+    return next_open(now, zone(timezone, default_tz), Policy().sms_window)
+
+
+def _channel_check(
+    campaign: Campaign, customer: dict, channel: str, facts: Facts
+) -> tuple[str, str | None, str]:
+    consent = facts.consent.get(str(customer["customer_id"]), {}).get(channel)
+    if consent is None:
+        return "no_consent", None, f"{channel}: no consent row (explicit opt-in required)"
+    if not consent.opted_in:
+        return "no_consent", None, consent.describe(channel)
+    address = normalise(channel, customer.get("email" if channel == "email" else "phone"))
+    if address:
+        for scope in ("all", campaign.category, campaign.id):
+            reason = facts.suppressed.get((channel, address, scope))
+            if reason:
+                return "suppressed", None, f"{channel}: address suppressed ({reason}, scope {scope})"
+    if address is None:
+        return "invalid_address", None, f"{channel}: missing or invalid address"
+    return "eligible", address, consent.describe(channel)
+
+
+def decide(
+    campaign: Campaign,
+    customer: dict,
+    key: str,
+    exit_reason: str | None,
+    facts: Facts,
+    now: dt.datetime,
+    policy: Policy,
+) -> Decision:
+    """Apply consent, suppression, address, exit, holdout, caps, quiet hours and ledger, in that order."""
+    first_failure: Decision | None = None
+    notes: list[str] = []
+    channel = address = None
+    for candidate in campaign.channels:
+        outcome, addr, why = _channel_check(campaign, customer, candidate, facts)
+        if outcome == "eligible":
+            channel, address = candidate, addr
+            notes.append(why)
+            break
+        notes.append(why)
+        if first_failure is None or RANK[outcome] > RANK[first_failure.reason]:
+            first_failure = Decision(outcome, candidate, detail=why)  # the furthest any channel got
+    if channel is None:
+        assert first_failure is not None
+        return Decision(first_failure.reason, first_failure.channel, detail="; ".join(notes))
+    if exit_reason:
+        return Decision("exited", channel, detail=str(exit_reason))
+    cid = str(customer["customer_id"])
+    if in_holdout(campaign.id, cid, campaign.holdout_percent):
+        return Decision("holdout", channel, detail=f"control group ({campaign.holdout_percent:g}%)")
+    tz = zone(customer.get("timezone"), policy.default_tz)
+    send_at = next_open(now, tz, policy.window(channel))
+    if campaign.category == "marketing" and key not in facts.ledger_keys:
+        local_day = send_at.replace(tzinfo=dt.UTC).astimezone(tz).date()
+        denied = facts.reserve(cid, key, local_day)
+        if denied:
+            return Decision("frequency_cap", channel, detail=denied)
+    if send_at != now:
+        notes.append(f"deferred by {channel} send window to {send_at:%Y-%m-%d %H:%M} UTC ({tz.key})")
+    if key in facts.ledger_keys:
+        return Decision("already_sent", channel, address, detail="key already in the send ledger")
+    return Decision("eligible", channel, address, send_at, "; ".join(notes))

@@ -1,0 +1,1 @@
+"""Exactly-once delivery: the ledger, channels, scheduled dispatch and reconciliation."""

@@ -1,0 +1,1 @@
+"""The demo business (Harbor & Pine Hotels) and its day-by-day simulation."""

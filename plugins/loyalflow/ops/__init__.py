@@ -1,0 +1,1 @@
+"""Operator commands: the CLI, reports, explain, preview and validate."""

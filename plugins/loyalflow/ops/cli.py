@@ -1,0 +1,295 @@
+"""The ``loyalflow`` command line: run, validate, preview, explain and demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loyalflow.errors import LoyalflowError
+from loyalflow.settings import Settings
+
+app = typer.Typer(
+    help="Lifecycle marketing campaigns from YAML, delivered exactly once.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no truncated tables
+err = Console(stderr=True)
+
+AsOf = Annotated[str, typer.Option("--as-of", help="Evaluate at the end of this day (YYYY-MM-DD, UTC).")]
+Warehouse = Annotated[str | None, typer.Option("--warehouse", help="SQLAlchemy URL of the warehouse.")]
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise LoyalflowError(f"--as-of must be a date as YYYY-MM-DD, got '{value}'") from None
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _guarded(fn: Callable[[], int | None]) -> None:
+    """Run ``fn``; a :class:`LoyalflowError` becomes one red line and exit code 1."""
+    try:
+        code = fn()
+    except LoyalflowError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code or 0)
+
+
+def print_summary(frame: Any, title: str) -> None:
+    """A rich table of the per campaign and step summary."""
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if col not in ("campaign", "step") else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+
+
+@app.command()
+def run(
+    campaign: str,
+    as_of: AsOf,
+    warehouse: Warehouse = None,
+    outbox: Annotated[Path | None, typer.Option(help="Folder of the outbox channel.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and render, send nothing.")] = False,
+    send_limit: Annotated[int | None, typer.Option(help="Send at most this many messages.")] = None,
+) -> None:
+    """Run CAMPAIGN for one day, the same pipeline the DAG runs."""
+
+    def go() -> int:
+        from loyalflow.ops.reports import summary
+        from loyalflow.pipeline import run as run_pipeline
+        from loyalflow.runtime import RunOptions, Runtime
+
+        day = _date(as_of)
+        rt = Runtime(_settings(warehouse_url=warehouse, outbox_dir=outbox))
+        run_id = f"cli__{day}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+        totals = run_pipeline(rt, campaign, RunOptions(day, run_id, dry_run=dry_run, send_limit=send_limit))
+        if not totals:
+            console.print(f"{campaign}: the segment returned nobody due on {day}; nothing to send.")
+            return 0
+        print_summary(summary(rt.state, [run_id]), f"{campaign} as of {day}")
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def validate(
+    path: Annotated[Path | None, typer.Argument(help="A campaign file or folder.")] = None,
+    warehouse: Warehouse = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Day for the sample rows.")] = None,
+) -> None:
+    """Check every campaign: schema, SQL and templates rendered on sample rows."""
+
+    def go() -> int:
+        from loyalflow.ops.validate import validate_all
+
+        settings = _settings(warehouse_url=warehouse)
+        day = _date(as_of) if as_of else dt.date.today()
+        problems = validate_all(settings, path, day, lambda m: console.print(m, soft_wrap=True))
+        for problem in problems:
+            err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+        return 1 if problems else 0
+
+    _guarded(go)
+
+
+@app.command()
+def preview(
+    campaign: str,
+    customer: Annotated[str, typer.Option(help="Customer id.")],
+    step: Annotated[str | None, typer.Option(help="Step id (default: the first).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Day (default: today).")] = None,
+    channel: Annotated[str | None, typer.Option(help="email or sms (default: all).")] = None,
+    warehouse: Warehouse = None,
+) -> None:
+    """Render CAMPAIGN for one customer and print it, without sending."""
+
+    def go() -> int:
+        from loyalflow.ops.preview import preview as render_preview
+
+        settings = _settings(warehouse_url=warehouse)
+        day = _date(as_of) if as_of else dt.date.today()
+        for kind, parts in render_preview(settings, campaign, customer, step, day, channel).items():
+            console.rule(f"{campaign} · {kind}")
+            for part, text in parts.items():
+                console.print(f"[bold]{part}[/bold]", highlight=False)
+                console.print(text, highlight=False, markup=False)
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def explain(
+    customer: str,
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    warehouse: Warehouse = None,
+) -> None:
+    """Why did (or didn't) CUSTOMER get each message: every recorded decision with its reason."""
+
+    def go() -> int:
+        from loyalflow.ops.explain import evidence, lines
+        from loyalflow.ops.reports import decisions_for
+        from loyalflow.runtime import Runtime
+
+        rt = Runtime(_settings(warehouse_url=warehouse))
+        frame = decisions_for(rt.state, customer, campaign)
+        if frame.empty:
+            console.print(f"no decisions recorded for customer {customer}")
+        else:
+            console.rule(f"decisions for customer {customer}, newest first")
+            for line in lines(frame):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+        for title, table in evidence(rt.state, rt.warehouse, customer, campaign).items():
+            if table.empty:
+                console.print(f"{title}: none")
+            else:
+                print_summary(table, title)
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def report(as_of: AsOf, warehouse: Warehouse = None) -> None:
+    """Per step: sent, holdout, 14-day conversions and lift; referral and reactivation rates."""
+    def go() -> int:
+        from loyalflow.ops.reports import churn_classes, headline_rates, program_metrics
+        from loyalflow.runtime import Runtime
+
+        rt = Runtime(_settings(warehouse_url=warehouse))
+        day = _date(as_of)
+        print_summary(program_metrics(rt.state, rt.warehouse, day), f"conversions up to {day}")
+        for name, value in headline_rates(rt.state, rt.warehouse, day).items():
+            console.print(f"{name}: {value}")
+        churn = churn_classes(rt.warehouse, day)["churn"].value_counts()
+        console.print("churn: " + ", ".join(f"{name} {n}" for name, n in churn.items()))
+        return 0
+    _guarded(go)
+
+
+@app.command("dispatch")
+def dispatch_cmd(warehouse: Warehouse = None) -> None:
+    """Send scheduled messages (held for quiet hours or a send window) whose time has come."""
+    def go() -> int:
+        from loyalflow.deliver.dispatch import dispatch
+        from loyalflow.runtime import Runtime
+
+        counts = dispatch(Runtime(_settings(warehouse_url=warehouse)))
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due"
+        console.print(f"dispatched: {summary}")
+        return 0
+    _guarded(go)
+
+
+@app.command()
+def demo(
+    as_of: Annotated[str, typer.Option("--as-of")] = "2026-11-20",
+    customers: Annotated[int, typer.Option(help="Customers in the demo warehouse.")] = 5000,
+    airflow: Annotated[bool, typer.Option(help="Run the final day through Airflow (dag.test).")] = True,
+) -> None:
+    """Seed the embedded warehouse and run every campaign."""
+
+    def go() -> int:
+        from loyalflow.demo.run import run_demo
+
+        frame = run_demo(_settings(), _date(as_of), customers, via_airflow=airflow, echo=console.print)
+        print_summary(frame, f"demo as of {as_of}: audience, sent and skipped by reason")
+        return 0
+
+    _guarded(go)
+
+
+
+
+@app.command()
+def ingest(
+    provider: Annotated[str, typer.Argument(help="sendgrid, ses or sms.")],
+    file: Annotated[Path, typer.Argument(help="JSON (array or lines) as the provider posted it.")],
+    signature: Annotated[str | None, typer.Option(help="SendGrid signature header (base64).")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="SendGrid timestamp header.")] = None,
+    warehouse: Warehouse = None,
+) -> None:
+    """Apply provider events: bounces, complaints, unsubscribes, STOP/START replies, engagement."""
+
+    def go() -> int:
+        from loyalflow.web.events import ingest as ingest_events
+
+        try:
+            body = file.read_bytes()
+        except OSError as exc:
+            raise LoyalflowError(f"cannot read {file}: {exc.strerror}") from None
+        counts = ingest_events(_settings(warehouse_url=warehouse), provider, body, signature=signature,
+                               timestamp=timestamp)
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no events"
+        console.print(f"{provider}: {summary}")
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def suppress(
+    channel: Annotated[str, typer.Argument(help="email or sms.")],
+    address: Annotated[str, typer.Argument(help="The address or E.164 number.")],
+    scope: Annotated[str, typer.Option(help="all, marketing, relationship or a campaign id.")] = "all",
+    reason: Annotated[str, typer.Option(help="unsubscribed, bounced, complained or manual.")] = "manual",
+    remove: Annotated[bool, typer.Option("--remove", help="Lift the suppression instead.")] = False,
+    warehouse: Warehouse = None,
+) -> None:
+    """Add (or with --remove lift) a suppression on an address."""
+
+    def go() -> int:
+        from loyalflow.decide import suppressions
+        from loyalflow.runtime import Runtime
+
+        state = Runtime(_settings(warehouse_url=warehouse)).state
+        if remove:
+            n = suppressions.remove(state, channel, address, reasons=(reason,), scope=scope)
+            console.print(f"lifted {n} suppression(s)")
+        else:
+            added = suppressions.add(state, channel, address, reason, scope=scope, source="cli")
+            console.print("suppressed" if added else "already suppressed")
+        return 0
+
+    _guarded(go)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8090,
+) -> None:
+    """Serve the preference centre and one-click unsubscribe on their own (uvicorn)."""
+
+    def go() -> int:
+        import uvicorn
+
+        uvicorn.run("loyalflow.web.preferences:app", host=host, port=port, log_level="warning")
+        return 0
+
+    _guarded(go)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Entry point for ``python -m loyalflow.ops.cli``."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

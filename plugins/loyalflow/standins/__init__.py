@@ -1,1 +1,0 @@
-"""Local stand-ins for providers, used by tests, chaos and benchmarks."""

@@ -1,0 +1,1 @@
+"""The preference centre, one-click unsubscribe and provider webhooks (FastAPI)."""

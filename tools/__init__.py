@@ -1,0 +1,1 @@
+"""Development tools outside the runtime package: benchmarks, chaos, provider stand-ins."""

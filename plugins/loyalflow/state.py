@@ -1,4 +1,9 @@
-"""loyalflow's own tables (prefixed ``loyalflow_``): send ledger, decisions and suppressions."""
+"""loyalflow's own tables (prefixed ``loyalflow_``): everything loyalflow knows, kept apart from the warehouse.
+
+Send ledger, decisions, suppressions, the consent ledger, responses, referral codes, campaign entries
+and activations. They live in the state database (``LOYALFLOW_STATE_URL``; default: the warehouse);
+segment SQL never reads them: loyalflow joins what it knows to the segment's rows on its own side.
+"""
 
 from __future__ import annotations
 
@@ -114,6 +119,48 @@ cap_reservations = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Index("ix_loyalflow_cap_reservations_customer", "customer_id", "day"),
 )
+
+consent = sa.Table(
+    "loyalflow_consent",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),  # email | sms
+    sa.Column("scope", sa.String(100), nullable=False),  # all | <campaign category> | <campaign id>
+    sa.Column("opted_in", sa.Boolean, nullable=False),
+    # preference_centre | one_click | sms_keyword | complaint | admin | pause
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("fingerprint", sa.String(64)),  # hash of the request (never a raw address)
+    sa.Column("until", sa.DateTime),  # a pause: opted out until this moment
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Index("ix_loyalflow_consent_customer", "customer_id", "channel"),
+    sa.Index("ix_loyalflow_consent_recorded", "recorded_at"),
+)
+
+entries = sa.Table(
+    "loyalflow_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("entered_on", sa.Date, nullable=False),  # steps of a state-entry campaign count from here
+    sa.Column("exited_on", sa.Date),
+    sa.Column("exit_reason", sa.String(200)),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("campaign", "customer_id", "entered_on", name="uq_loyalflow_entry"),
+    sa.Index("ix_loyalflow_entries_open", "campaign", "exited_on"),
+)
+
+activations = sa.Table(
+    "loyalflow_activations",
+    metadata,
+    sa.Column("campaign", sa.String(100), primary_key=True),
+    sa.Column("activated_on", sa.Date, nullable=False),  # the as-of day of the first real run
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
 
 def ensure_schema(engine: sa.Engine) -> None:
     """Create loyalflow's tables when missing and add columns newer versions introduced (idempotent).

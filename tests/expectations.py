@@ -2,14 +2,14 @@
 
 It reads the warehouse tables (``customers``, ``orders``, ``channel_preferences``, ``events``,
 ``loyalflow_responses``), the campaign YAML files and ``content_map.yaml`` itself, and re-derives the
-rules of DESIGN.md §3–§4 (segments, due steps with catch-up windows, channel choice, exits, re-entry
-waits, holdout, nurture's next unseen item, 80:20 value tiers). Frequency caps, suppressions and quiet
-hours are out of scope: the simulation disables caps and has no suppressions, and quiet hours defer a
-message without changing who gets it. A channel's consent is its latest ``channel_preferences`` row
+rules of docs/architecture.md §3–§4 (segments, due steps with catch-up windows, channel choice, exits,
+re-entry waits, holdout, nurture's next unseen item, 80:20 value tiers). Frequency caps, suppressions
+and quiet hours are out of scope: the simulation disables caps and has no suppressions, and quiet hours
+defer a message without changing who gets it. A channel's consent is its latest ``channel_preferences`` row
 recorded by the run's send moment; when two anchors of one customer fall due in the same run, the
 earlier anchor goes first (the later one waits for re-entry).
 Nothing here imports loyalflow's pipeline, eligibility or segment code; the few formulas that are
-part of the contract (holdout hash, idempotency key) are written out again from DESIGN.md.
+part of the contract (holdout hash, idempotency key) are written out again from docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class ContentMap:
 
 
 def idempotency_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:
-    """DESIGN.md §5: deterministic from campaign, step, customer and anchor."""
+    """docs/architecture.md §5: deterministic from campaign, step, customer and anchor."""
     return hashlib.sha256(f"{campaign}|{step}|{customer_id}|{anchor_id}".encode()).hexdigest()[:40]
 
 

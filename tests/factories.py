@@ -1,4 +1,4 @@
-"""Build small contract-only warehouses (DESIGN.md §2 columns only) for tests."""
+"""Build small contract-only warehouses (docs/architecture.md §2 columns only) for tests."""
 
 from __future__ import annotations
 

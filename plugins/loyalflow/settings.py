@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     send_max_wait_seconds: float = 60.0  # longest pause between tries (a longer Retry-After gives up)
     claim_lease_seconds: int = 3600  # a claim older than this belongs to a crashed process → unknown
     event_window_seconds: int = 6 * 3600  # unknown with no provider event for this long → released
-    # Compliance (DESIGN.md §4): marketing caps across campaigns, SMS quiet hours, optional email window.
+    # Compliance (docs/architecture.md §4): marketing caps across campaigns, SMS quiet hours,
+    # optional email window.
     cap_marketing_per_day: int = 1
     cap_marketing_per_week: int = 2
     sms_window: str = "09:00-20:00"  # local time of the customer; outside it an SMS is deferred

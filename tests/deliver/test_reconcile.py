@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from loyalflow.deliver import ledger
 from loyalflow.deliver.reconcile import reconcile, record_delivery_events
 from loyalflow.state import ensure_schema
-from tests.delivery_helpers import ledger_states
 from tests.deliver.test_ledger_claims import row
+from tests.delivery_helpers import ledger_states
 
 NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None)
 

@@ -1,4 +1,4 @@
-"""Who may get which message, decided in the order of DESIGN.md §4, each decision with its reason.
+"""Who may get which message, decided in the order of docs/architecture.md §4, each decision with its reason.
 
 consent → suppression → valid address → exit/re-entry → holdout → frequency cap → quiet hours → ledger.
 :func:`decide` is pure: the frequency cap is taken through ``Facts.reserve``

@@ -86,7 +86,7 @@ def wait_hint(headers: Mapping[str, str], now: float | None = None) -> float | N
 
 
 def raise_for_status(status: int, headers: Mapping[str, str], detail: str = "") -> None:
-    """Raise the outcome class for a non-2xx HTTP answer (DESIGN.md §5)."""
+    """Raise the outcome class for a non-2xx HTTP answer (docs/architecture.md §5)."""
     if 200 <= status < 300:
         return
     reason = f"http {status}" + (f": {detail}" if detail else "")

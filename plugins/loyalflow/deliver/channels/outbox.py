@@ -15,7 +15,7 @@ from loyalflow.deliver.channels.base import Message, SendResult
 
 
 def outbox_record(msg: Message) -> dict:
-    """The outbox contract fields (DESIGN.md §2) for one message."""
+    """The outbox contract fields (docs/architecture.md §2) for one message."""
     record: dict[str, object] = {
         "campaign": msg.campaign,
         "step": msg.step,

@@ -1,4 +1,4 @@
-"""loyalflow's own tables (prefixed ``loyalflow_``): everything loyalflow knows, kept apart from the warehouse.
+"""loyalflow's own tables (prefixed ``loyalflow_``): what loyalflow knows, kept apart from the warehouse.
 
 Send ledger, decisions, suppressions, the consent ledger, responses, referral codes, campaign entries
 and activations. They live in the state database (``LOYALFLOW_STATE_URL``; default: the warehouse);

@@ -109,6 +109,33 @@ def validate(
 
 
 @app.command()
+def doctor(
+    warehouse: Warehouse = None,
+    state: Annotated[str | None, typer.Option("--state", help="SQLAlchemy URL of loyalflow's state.")] = None,
+) -> None:
+    """Check the warehouse against loyalflow's contract, and the state database, before any campaign."""
+
+    def go() -> int:
+        from loyalflow.ops.doctor import check, failed
+        from loyalflow.runtime import Runtime
+        from loyalflow.warehouse import engine_for
+
+        settings = _settings(warehouse_url=warehouse, state_url=state)
+        rt = Runtime(settings)  # rt.state is never touched: it would create loyalflow's tables
+        state_engine = engine_for(settings.state_url) if settings.state_url else None
+        findings = check(rt.warehouse, state_engine, settings.campaigns_dir)
+        for finding in findings:
+            console.print(str(finding), highlight=False, markup=False, soft_wrap=True)
+        errors = sum(f.level == "error" for f in findings)
+        warnings = sum(f.level == "warn" for f in findings)
+        verdict = "campaigns cannot run until the errors are fixed" if errors else "campaigns can run"
+        console.print(f"{errors} error(s), {warnings} warning(s): {verdict}", highlight=False)
+        return 1 if failed(findings) else 0
+
+    _guarded(go)
+
+
+@app.command()
 def preview(
     campaign: str,
     customer: Annotated[str, typer.Option(help="Customer id.")],

@@ -11,10 +11,12 @@ import pandas as pd
 from loyalflow.audience.due import segment_params
 from loyalflow.audience.segments import read_segment
 from loyalflow.errors import LoyalflowError
+from loyalflow.ops.doctor import check
 from loyalflow.pipeline import check_sample
 from loyalflow.runtime import Runtime
 from loyalflow.settings import Settings
 from loyalflow.spec import campaign_files, load_brand, load_campaign
+from loyalflow.warehouse import engine_for
 
 DAG_FILE = '''"""Airflow DAG for campaigns/{id}.yaml (the campaign file holds everything)."""
 from loyalflow.airflow.dags import campaign_dag
@@ -31,8 +33,12 @@ def validate_all(
     files = [target] if target.is_file() else campaign_files(target)
     if not files:
         return [f"{target}: no campaign files (*.yaml) found"]
-    problems: list[str] = []
     rt = Runtime(settings)
+    state = engine_for(settings.state_url) if settings.state_url else None
+    findings = check(rt.warehouse, state, settings.campaigns_dir)  # `loyalflow doctor`, before the state
+    problems = [f"{f.where}: {f.message}" for f in findings if f.level == "error"]
+    if problems:
+        return problems  # the segments cannot run against this warehouse (or state) yet
     rt.state  # noqa: B018 - loyalflow tables first: segments may read loyalflow_responses
     try:
         load_brand(settings.campaigns_dir)

@@ -24,6 +24,7 @@ from loyalflow.ops.cli import app as cli
 from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings, get_settings
+from loyalflow.state import consent as consent_ledger
 from loyalflow.state import delivery_events, responses
 from loyalflow.state import suppressions as supp_table
 from loyalflow.web import events
@@ -120,9 +121,11 @@ def test_preference_form_saves_consent_rows_and_suppression(
     assert "checked" in page.text and "pref-sms" in page.text
     saved = client.post(f"/preferences/{token(settings, cid)}", data={"sms": "on"})
     assert saved.status_code == 200 and "saved" in saved.text
+    with state(settings).connect() as conn:  # loyalflow's consent ledger; the warehouse is never written
+        rows = conn.execute(sa.select(consent_ledger).where(consent_ledger.c.source == "preference_centre"))
+        assert {(r.channel, r.opted_in) for r in rows} == {("email", False), ("sms", True)}
     with shop.engine.connect() as conn:
-        rows = conn.execute(sa.select(PREFS).where(PREFS.c.source == "preference_centre")).mappings().all()
-    assert {(r["channel"], r["opted_in"]) for r in rows} == {("email", False), ("sms", True)}
+        assert not conn.execute(sa.select(PREFS).where(PREFS.c.source == "preference_centre")).first()
     client.post(f"/preferences/{token(settings, cid)}", data={"email": "on", "sms": "on"})
     assert suppressions.list_(state(settings), "email", f"{cid.lower()}@example.com") == []
 

@@ -10,9 +10,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from loyalflow.audience.due import due_steps, prepare
-from loyalflow.decide import caps, suppressions
+from loyalflow.decide import caps, consent, suppressions
 from loyalflow.decide.addresses import normalise_email, normalise_phone
-from loyalflow.decide.eligibility import Decision, Facts, Policy, consent_map, decide
+from loyalflow.decide.eligibility import Decision, Facts, Policy, decide
 from loyalflow.deliver import ledger
 from loyalflow.deliver.channels import Message
 from loyalflow.errors import SegmentError
@@ -92,15 +92,12 @@ def candidates(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOp
     ]
     ids = sorted({str(row["customer_id"]) for _, row in due})
     customers = load_customers(rt.warehouse, ids)
-    prefs = read_by_ids(
-        rt.warehouse, "channel_preferences", ids, "customer_id, channel, opted_in, source, consented_at"
-    )
     policy = Policy.for_campaign(rt.settings, campaign)
     keys = [
         ledger.idempotency_key(campaign.id, s.id, str(r["customer_id"]), str(r["anchor_id"])) for s, r in due
     ]
     facts = Facts(
-        consent=consent_map(records(prefs), until=opts.send_time),
+        consent=consent.effective(rt.warehouse, rt.state, ids),
         suppressed=_suppressed(rt.state, customers),
         ledger_keys=ledger.existing_keys(rt.state, keys),
         reserve=_reserver(rt, campaign, policy, opts),

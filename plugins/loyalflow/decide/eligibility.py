@@ -11,10 +11,10 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loyalflow.decide.addresses import normalise
+from loyalflow.decide.consent import ConsentBook
 from loyalflow.settings import Settings
 from loyalflow.spec import Campaign
 
@@ -58,25 +58,11 @@ class Policy:
         return self.sms_window if channel == "sms" else self.email_window
 
 
-@dataclass(frozen=True)
-class Consent:
-    """The latest ``channel_preferences`` row of a customer and channel: the consent evidence."""
-
-    opted_in: bool
-    source: str | None = None
-    consented_at: Any = None
-
-    def describe(self, channel: str) -> str:
-        """``email: opted in 2025-01-02 via signup_form``."""
-        state = "opted in" if self.opted_in else "opted out"
-        return f"{channel}: {state} {self.consented_at or '(no date)'} via {self.source or 'unknown source'}"
-
-
 @dataclass
 class Facts:
     """What the rules need to know about a chunk's customers, loaded once per chunk."""
 
-    consent: dict[str, dict[str, Consent]]  # customer -> channel -> latest row
+    consent: ConsentBook  # warehouse rows and loyalflow's consent ledger
     suppressed: dict[tuple[str, str, str], str]  # (channel, address, scope) -> reason
     ledger_keys: set[str]
     reserve: Reserve = field(default=lambda customer_id, key, day: None)
@@ -96,41 +82,6 @@ class Decision:
     def eligible(self) -> bool:
         """True when a message should be sent."""
         return self.reason == "eligible"
-
-
-def _moment(value: Any) -> dt.datetime | None:
-    """A consent timestamp as naive UTC (datetime, pandas Timestamp or ISO string), None when unknown."""
-    if value is None or value != value:  # None or NaN/NaT
-        return None
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if not isinstance(value, dt.datetime):
-        return None
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
-
-
-def consent_map(
-    rows: list[dict[str, Any]], until: dt.datetime | None = None
-) -> dict[str, dict[str, Consent]]:
-    """Latest row per customer and channel recorded at or before ``until`` (explicit opt-in: no row means
-    no); rows without a date count as the oldest, ties go to the later row."""
-    out: dict[str, dict[str, Consent]] = {}
-    dated = [(_moment(r.get("consented_at")), i, r) for i, r in enumerate(rows)]
-    dated.sort(key=lambda t: (t[0] is not None, t[0] or dt.datetime.min, t[1]))
-    for at, _, row in dated:
-        if until is not None and at is not None and at > until:
-            continue  # recorded after the send moment: did not exist yet
-        out.setdefault(str(row["customer_id"]), {})[str(row["channel"])] = Consent(
-            bool(row["opted_in"]), row.get("source"), row.get("consented_at")
-        )
-    return out
 
 
 def in_holdout(campaign_id: str, customer_id: str, percent: float) -> bool:
@@ -167,9 +118,11 @@ def sms_send_time(now: dt.datetime, timezone: object, default_tz: str) -> dt.dat
 
 
 def _channel_check(
-    campaign: Campaign, customer: dict, channel: str, facts: Facts
+    campaign: Campaign, customer: dict, channel: str, facts: Facts, now: dt.datetime
 ) -> tuple[str, str | None, str]:
-    consent = facts.consent.get(str(customer["customer_id"]), {}).get(channel)
+    consent = facts.consent.latest(
+        str(customer["customer_id"]), channel, ("all", campaign.category, campaign.id), at=now
+    )
     if consent is None:
         return "no_consent", None, f"{channel}: no consent row (explicit opt-in required)"
     if not consent.opted_in:
@@ -199,7 +152,7 @@ def decide(
     notes: list[str] = []
     channel = address = None
     for candidate in campaign.channels:
-        outcome, addr, why = _channel_check(campaign, customer, candidate, facts)
+        outcome, addr, why = _channel_check(campaign, customer, candidate, facts, now)
         if outcome == "eligible":
             channel, address = candidate, addr
             notes.append(why)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,8 +30,13 @@ def _address(channel: str, value: str) -> str:
     return address
 
 
+def _begin(bind: sa.Engine | sa.Connection) -> AbstractContextManager[sa.Connection]:
+    """A transaction on an engine, or the caller's own transaction when given a connection."""
+    return nullcontext(bind) if isinstance(bind, sa.Connection) else bind.begin()
+
+
 def add(
-    engine: sa.Engine,
+    engine: sa.Engine | sa.Connection,
     channel: str,
     address: str,
     reason: str,
@@ -53,12 +59,12 @@ def add(
         "created_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
     }
     stmt = dialect.insert(table).values(row).on_conflict_do_nothing()
-    with engine.begin() as conn:
+    with _begin(engine) as conn:
         return bool(conn.execute(stmt).rowcount)
 
 
 def remove(
-    engine: sa.Engine,
+    engine: sa.Engine | sa.Connection,
     channel: str,
     address: str,
     *,
@@ -73,7 +79,7 @@ def remove(
     )
     if scope is not None:
         stmt = stmt.where(table.c.scope == scope)
-    with engine.begin() as conn:
+    with _begin(engine) as conn:
         return int(conn.execute(stmt).rowcount)
 
 

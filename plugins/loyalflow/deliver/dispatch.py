@@ -15,6 +15,7 @@ import logging
 
 import sqlalchemy as sa
 
+from loyalflow.decide import consent
 from loyalflow.deliver import ledger as ledger_ops
 from loyalflow.deliver.channels.base import Message
 from loyalflow.runtime import Runtime
@@ -75,13 +76,9 @@ def _still_allowed(rt: Runtime, msg: Message, category: str, now: dt.datetime) -
         ).first()
     if blocked:
         return f"suppressed before dispatch ({blocked[0]})"
-    stmt = sa.text(
-        "SELECT opted_in FROM channel_preferences WHERE customer_id = :c AND channel = :ch "
-        "AND consented_at <= :now ORDER BY consented_at DESC"
-    )
-    with rt.warehouse.connect() as conn:
-        latest = conn.execute(stmt, {"c": msg.customer_id, "ch": msg.channel, "now": now}).first()
-    return None if latest and latest[0] else "consent withdrawn before dispatch"
+    book = consent.effective(rt.warehouse, rt.state, [msg.customer_id])
+    latest = book.latest(msg.customer_id, msg.channel, ("all", category, msg.campaign), at=now)
+    return None if latest and latest.opted_in else "consent withdrawn before dispatch"
 
 
 def dispatch(rt: Runtime, now: dt.datetime | None = None, limit: int = 10_000) -> dict[str, int]:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from loyalflow.decide import suppressions
+from loyalflow.decide import consent, suppressions
 from loyalflow.state import cap_reservations, responses
 
 
@@ -23,15 +23,24 @@ def _frame(engine: sa.Engine, stmt: Any, params: dict[str, Any] | None = None) -
         return pd.DataFrame()
 
 
-def consent_history(warehouse: sa.Engine, customer_id: str) -> pd.DataFrame:
-    """Every ``channel_preferences`` row of the customer, oldest first (the latest per channel counts)."""
-    return _frame(
-        warehouse,
-        sa.text(
-            "SELECT channel, opted_in, source, consented_at FROM channel_preferences "
-            "WHERE customer_id = :c ORDER BY consented_at"
-        ),
-        {"c": customer_id},
+def consent_history(warehouse: sa.Engine, state: sa.Engine, customer_id: str, origin: str) -> pd.DataFrame:
+    """The customer's consent rows from one origin (``warehouse`` or ``loyalflow``), oldest first."""
+    book = consent.effective(warehouse, state, [customer_id])
+    rows = [
+        {
+            "channel": channel,
+            "opted_in": row.opted_in,
+            "scope": row.scope,
+            "source": row.source,
+            "at": row.consented_at,
+            "until": row.until,
+            "recorded_in": row.origin,
+        }
+        for (_, channel), bucket in sorted(book.rows.items())
+        for _, _, row in bucket
+    ]
+    return pd.DataFrame(
+        rows, columns=["channel", "opted_in", "scope", "source", "at", "until", "recorded_in"]
     )
 
 
@@ -71,7 +80,8 @@ def evidence(
         caps = caps.where(cap_reservations.c.campaign == campaign)
         resp = resp.where(responses.c.campaign == campaign)
     return {
-        "consent (channel_preferences)": consent_history(warehouse, customer_id),
+        "consent (channel_preferences)": consent_history(warehouse, state, customer_id, "warehouse"),
+        "consent (loyalflow_consent ledger)": consent_history(warehouse, state, customer_id, "loyalflow"),
         "suppressions on current addresses": supp[["channel", "scope", "reason", "source", "created_at"]],
         "frequency-cap reservations": _frame(state, caps),
         "responses": _frame(state, resp),

@@ -17,9 +17,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from loyalflow.compose.tokens import LinkToken, verify
-from loyalflow.decide import responses, suppressions
+from loyalflow.decide import consent, responses, suppressions
 from loyalflow.decide.addresses import normalise
-from loyalflow.decide.eligibility import consent_map
 from loyalflow.settings import get_settings
 
 CHANNELS = {"email": "email", "sms": "phone"}
@@ -51,47 +50,41 @@ def _customer(rt: Any, customer_id: str) -> dict[str, Any]:
 
 
 def _consent(rt: Any, customer_id: str) -> dict[str, bool]:
-    with rt.warehouse.connect() as conn:
-        rows = (
-            conn.execute(
-                sa.text(
-                    "SELECT customer_id, channel, opted_in, source, consented_at FROM channel_preferences "
-                    "WHERE customer_id = :c"
-                ),
-                {"c": customer_id},
-            )
-            .mappings()
-            .all()
-        )
-    latest = consent_map([dict(r) for r in rows]).get(customer_id, {})
-    return {ch: bool(latest[ch].opted_in) if ch in latest else False for ch in CHANNELS}
-
-
-def _set_consent(rt: Any, customer: dict[str, Any], channel: str, opted_in: bool, source: str) -> None:
-    """A new ``channel_preferences`` row (the evidence); a suppression on opt-out, lifted on opt-in."""
+    """Whether each channel is opted in now (warehouse and consent ledger, scope ``all``)."""
+    book = consent.effective(rt.warehouse, rt.state, [customer_id])
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    with rt.warehouse.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO channel_preferences (customer_id, channel, opted_in, source, consented_at) "
-                "VALUES (:c, :ch, :o, :s, :t)"
-            ),
-            {"c": customer["customer_id"], "ch": channel, "o": opted_in, "s": source, "t": now},
-        )
+    return {ch: bool((row := book.latest(customer_id, ch, at=now)) and row.opted_in) for ch in CHANNELS}
+
+
+def _set_consent(
+    rt: Any,
+    customer: dict[str, Any],
+    channel: str,
+    opted_in: bool,
+    source: str,
+    *,
+    scope: str = "all",
+    until: dt.datetime | None = None,
+    request: str | None = None,
+) -> None:
+    """Append a consent row and, on opt-out, an unsubscribe suppression, in one state transaction.
+
+    loyalflow never writes to the warehouse: the change reaches the CRM through ``consent export``.
+    """
+    cid = str(customer["customer_id"])
     address = normalise(channel, customer.get(CHANNELS[channel]))
-    if address is None:
-        return
-    if opted_in:
-        suppressions.remove(rt.state, channel, address, scope="all")
-    else:
-        suppressions.add(
-            rt.state,
-            channel,
-            address,
-            "unsubscribed",
-            source=source,
-            customer_id=str(customer["customer_id"]),
+    with rt.state.begin() as conn:
+        consent.record(
+            conn, cid, channel, opted_in, source, scope=scope, until=until, request_fingerprint=request
         )
+        if address is None or until is not None:
+            return
+        if opted_in:
+            suppressions.remove(conn, channel, address, scope=scope)
+        else:
+            suppressions.add(
+                conn, channel, address, "unsubscribed", scope=scope, source=source, customer_id=cid
+            )
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -168,7 +161,7 @@ def unsubscribe(token: str) -> HTMLResponse:
     """RFC 8058 one-click: opt out of the token's channel at once (consent row and suppression)."""
     link = _token(token)
     rt = _runtime()
-    _set_consent(rt, _customer(rt, link.customer_id), link.channel, False, "one_click_unsubscribe")
+    _set_consent(rt, _customer(rt, link.customer_id), link.channel, False, "one_click")
     return _page("You are unsubscribed", "<p id='done'>You will not receive these messages any more.</p>")
 
 

@@ -3,6 +3,9 @@
 Send ledger, decisions, suppressions, the consent ledger, responses, referral codes, campaign entries
 and activations. They live in the state database (``LOYALFLOW_STATE_URL``; default: the warehouse);
 segment SQL never reads them: loyalflow joins what it knows to the segment's rows on its own side.
+
+These are the models; the schema itself is created and changed only by the migrations in
+``migrations/versions`` (``loyalflow.state.ensure_schema``): a change here needs a new revision there.
 """
 
 from __future__ import annotations
@@ -161,29 +164,3 @@ activations = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
-
-def ensure_schema(engine: sa.Engine) -> None:
-    """Create loyalflow's tables when missing and add columns newer versions introduced (idempotent).
-
-    Safe to call from concurrent tasks: a lost create race is retried once.
-    """
-    for attempt in range(2):
-        try:
-            metadata.create_all(engine, checkfirst=True)
-            _add_missing_columns(engine)
-            return
-        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
-            if attempt:
-                raise
-
-
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Additive migration: every nullable column of the models that an older table lacks."""
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in have and column.nullable:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))

@@ -102,6 +102,7 @@ def check(
         reason = f"cannot connect to {_url(warehouse)}: {_reason(exc)}"
         out.append(Finding("error", "warehouse", None, reason))
     else:
+        out.append(Finding("ok", "warehouse", None, f"connected to {_url(warehouse)}"))
         out.extend(_warehouse(warehouse, segments(campaigns_dir or PROJECT_DIR / "campaigns")))
     out.extend(_state(warehouse, state))
     return out
@@ -162,8 +163,10 @@ def _warehouse(engine: sa.Engine, sqls: dict[str, str]) -> list[Finding]:
         present = [c for c in contract if c in columns]
         summary = f"readable; {len(present)} of {len(contract)} contract columns"
         out.append(Finding("ok", table, None, summary))
-        out.extend(_missing(table, c, sqls) for c in contract if c not in columns)
-        for name in present:
+        for name in contract:
+            if name not in columns:
+                out.append(_missing(table, name, sqls))
+                continue
             kind = columns[name]["type"]
             if (table, name) in ID_COLUMNS:
                 out.append(_id(engine, table, name, kind))
@@ -332,7 +335,7 @@ def _version(engine: sa.Engine) -> Finding:
         tables = sa.inspect(engine).get_table_names()
         if VERSION_TABLE in tables:
             with engine.connect() as conn:
-                versions = [str(v) for v in conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))]
+                versions = [str(v) for v in conn.scalars(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))]
             shown = ", ".join(versions) or "none recorded"
             return Finding("ok", "state", None, f"state schema version {shown} ({VERSION_TABLE})")
     except sa.exc.DBAPIError as exc:

@@ -313,6 +313,62 @@ def serve(
     _guarded(go)
 
 
+# --------------------------------------------------------------------------- loyalflow db
+
+db = typer.Typer(help="loyalflow's own tables (loyalflow_*): their schema revision.", no_args_is_help=True)
+app.add_typer(db, name="db")
+StateUrl = Annotated[
+    str | None,
+    typer.Option("--state", help="SQLAlchemy URL of the state database (default: the warehouse)."),
+]
+
+
+def _state_engine(warehouse: str | None, state: str | None) -> Any:
+    """The state database as ``Runtime.state`` picks it, without upgrading it on the way."""
+    from loyalflow.runtime import Runtime
+    from loyalflow.warehouse import engine_for
+
+    rt = Runtime(_settings(warehouse_url=warehouse, state_url=state))
+    return engine_for(rt.settings.state_url) if rt.settings.state_url else rt.warehouse
+
+
+def _revision_label(revision: str | None) -> str:
+    from loyalflow.state import HEAD
+
+    return "none" if revision is None else f"{revision} (head)" if revision == HEAD else revision
+
+
+@db.command("upgrade")
+def db_upgrade(warehouse: Warehouse = None, state: StateUrl = None) -> None:
+    """Upgrade loyalflow's tables to the newest revision (every run does this first anyway)."""
+
+    def go() -> int:
+        from loyalflow.state import upgrade
+
+        done = upgrade(_state_engine(warehouse, state))
+        before = "none (unversioned tables of the previous release)" if done.adopted else None
+        console.print(f"before: {before or _revision_label(done.before)}", highlight=False)
+        console.print(f"after:  {_revision_label(done.after)}", highlight=False)
+        return 0
+
+    _guarded(go)
+
+
+@db.command("current")
+def db_current(warehouse: Warehouse = None, state: StateUrl = None) -> None:
+    """Print the revision loyalflow's tables are at and the newest this loyalflow knows."""
+
+    def go() -> int:
+        from loyalflow.state import HEAD, current
+
+        revision = current(_state_engine(warehouse, state))
+        console.print(f"current: {_revision_label(revision)}", highlight=False)
+        console.print(f"head:    {HEAD}", highlight=False)
+        return 0
+
+    _guarded(go)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point for ``python -m loyalflow.ops.cli``."""
     sys.exit(app())

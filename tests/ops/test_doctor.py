@@ -17,6 +17,7 @@ from loyalflow.ops.cli import app
 from loyalflow.ops.doctor import Finding, check, failed
 from loyalflow.ops.validate import validate_all
 from loyalflow.settings import Settings
+from loyalflow.state import HEAD, ensure_schema
 from loyalflow.warehouse import engine_for
 from tests.cli_helpers import runner
 from tests.conftest import PG_URL, ROOT
@@ -262,12 +263,17 @@ def test_state_schema_version_is_read(shop: Shop, tmp_path: Path) -> None:
         f"sqlite:///{tmp_path / 'state.db'}",
         [
             "CREATE TABLE loyalflow_alembic_version (version_num VARCHAR(32) NOT NULL)",
-            "INSERT INTO loyalflow_alembic_version VALUES ('0003_activations')",
+            "INSERT INTO loyalflow_alembic_version VALUES ('0001')",
         ],
     )
     messages = [f.message for f in check(shop.engine, state) if f.where == "state"]
-    assert "state schema version 0003_activations (loyalflow_alembic_version)" in messages
+    assert f"state schema version 0001 (loyalflow_alembic_version); the next run upgrades it to {HEAD}" in (
+        messages
+    )
     assert sa.inspect(state).get_table_names() == ["loyalflow_alembic_version"]
+    ensure_schema(state)
+    messages = [f.message for f in check(shop.engine, state) if f.where == "state"]
+    assert f"state schema version {HEAD} (loyalflow_alembic_version); the newest" in messages
 
 
 def test_snapshot_or_history(shop: Shop) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from loyalflow.settings import PROJECT_DIR
 from loyalflow.spec import campaign_files
+from loyalflow.state.migrate import HEAD, VERSION_TABLE
 
 Level = Literal["ok", "warn", "error"]
 
@@ -60,7 +61,6 @@ TIME_COLUMNS = frozenset(
 CHANNELS = ("email", "sms", "push")
 SAMPLE = 1000  # rows read per sampled column
 PROBE = "loyalflow_doctor_probe"
-VERSION_TABLE = "loyalflow_alembic_version"
 
 
 @dataclass(frozen=True)
@@ -337,12 +337,16 @@ def _version(engine: sa.Engine) -> Finding:
             with engine.connect() as conn:
                 versions = [str(v) for v in conn.scalars(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))]
             shown = ", ".join(versions) or "none recorded"
-            return Finding("ok", "state", None, f"state schema version {shown} ({VERSION_TABLE})")
+            note = "the newest" if versions == [HEAD] else f"the next run upgrades it to {HEAD}"
+            return Finding("ok", "state", None, f"state schema version {shown} ({VERSION_TABLE}); {note}")
     except sa.exc.DBAPIError as exc:
         return Finding("warn", "state", None, f"cannot read {VERSION_TABLE}: {_reason(exc)}")
     own = [t for t in tables if t.startswith("loyalflow_")]
     if own:
-        return Finding("ok", "state", None, f"{len(own)} loyalflow_* tables, no {VERSION_TABLE} table")
+        return Finding(
+            "ok", "state", None, f"{len(own)} loyalflow_* tables without {VERSION_TABLE} (a release before "
+            f"versioned migrations); the next run adopts them and upgrades to {HEAD}"
+        )
     return Finding("ok", "state", None, "no loyalflow_* tables yet; the first run creates them")
 
 

@@ -298,3 +298,13 @@ def test_validate_reports_the_doctor_errors(settings: Settings) -> None:
     assert "customers.customer_id: type REAL is a float; ids must be integer, text or UUID" in problems
     readers = "dormant_reactivation, referral_ask, remorse_reduction, thank_you"
     assert f"orders: table missing; needed by {readers}" in problems
+
+
+def test_a_view_serves_as_a_contract_table(shop: Shop) -> None:
+    shop.customer()
+    with shop.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE customers RENAME TO crm_customers"))
+        conn.execute(sa.text("CREATE VIEW customers AS SELECT * FROM crm_customers"))
+    findings = check(shop.engine, None)
+    assert not failed(findings), lines(findings, "error")
+    assert "ok     customers: readable; 9 of 9 contract columns" in [str(f) for f in findings]

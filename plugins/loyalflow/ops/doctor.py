@@ -7,6 +7,7 @@ scans a whole table. Its one write is a probe table created and dropped in the s
 from __future__ import annotations
 
 import datetime as dt
+import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,7 +146,9 @@ def _missing(table: str, column: str | None, sqls: dict[str, str]) -> Finding:
 
 def _warehouse(engine: sa.Engine, sqls: dict[str, str]) -> list[Finding]:
     inspector = sa.inspect(engine)
-    tables = set(inspector.get_table_names())
+    tables = {*inspector.get_table_names(), *inspector.get_view_names()}  # a view serves as well
+    if engine.dialect.name == "postgresql":
+        tables.update(inspector.get_materialized_view_names())
     out: list[Finding] = []
     for table, contract in CONTRACT.items():
         if table not in tables:
@@ -372,7 +375,7 @@ def _parse(value: str) -> dt.datetime | None:
 def _as_bool(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1)):
+    if isinstance(value, bool) or (isinstance(value, numbers.Number) and value in (0, 1)):
         return "ok"
     return "bad"
 

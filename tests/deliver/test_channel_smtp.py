@@ -43,7 +43,7 @@ def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
         host="127.0.0.1",
         port=port,
         login="",
-        extra={"ssl": False, "starttls": False},
+        extra={"disable_ssl": True, "disable_tls": True},  # plain SMTP: loopback only, no login
     )
     yield handler
     controller.stop()

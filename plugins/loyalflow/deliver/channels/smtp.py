@@ -17,7 +17,11 @@ def _by_code(code: int, reason: str) -> Exception:
 
 
 class SmtpChannel(PooledChannel):
-    """SMTP from the ``smtp_default`` Connection, each worker thread keeping its session open."""
+    """SMTP from the ``smtp_default`` Connection, each worker thread keeping its session open.
+
+    The Connection is read as Airflow's ``SmtpHook`` reads it (SSL unless ``disable_ssl``, else STARTTLS
+    unless ``disable_tls``); an unsafe or incomplete one fails here, before anything is claimed.
+    """
 
     provider = "smtp"
 

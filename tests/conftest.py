@@ -30,6 +30,7 @@ from tests.factories import Shop  # noqa: E402
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI") == "true"
+TEST_KEY = "test-secret-key-for-loyalflow-tests-0123456789"  # 32+ bytes: real providers accept it
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +75,7 @@ def settings(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -
         "LOYALFLOW_WAREHOUSE_URL": sqlite_url,
         "LOYALFLOW_OUTBOX_DIR": str(tmp_path / "outbox"),
         "LOYALFLOW_WORK_URL": str(tmp_path / "work"),
-        "LOYALFLOW_SECRET_KEY": "test-secret",
+        "LOYALFLOW_SECRET_KEY": TEST_KEY,
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     work_url: str = str(PROJECT_DIR / "out" / "work")
     email_provider: Literal["outbox", "sendgrid", "ses", "smtp"] = "outbox"
     sms_provider: Literal["outbox", "sns"] = "outbox"
-    secret_key: str = "dev-only-change-me"
+    secret_key: str = "dev-only-change-me"  # real providers and a public `serve` need 32+ random bytes
+    secret_key_previous: str | None = None  # the key before a rotation: its links still verify
     public_url: str = "http://localhost:8080/loyalflow"
     chunk_size: int = 2000
     default_timezone: str = "UTC"
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     snooze_days: int = 30  # "contact me later"
     sendgrid_webhook_public_key: str | None = None  # base64 DER; when set, unsigned webhooks are refused
     events_dir: Path = PROJECT_DIR / "out" / "events"  # <provider>/*.json files the ingest DAG picks up
+    consent_export_url: str | None = None  # fsspec folder for daily exports (default: <home>/out/consent)
 
     @property
     def campaigns_dir(self) -> Path:

@@ -1,12 +1,33 @@
-"""HMAC-signed tokens for unsubscribe, preference and response links (itsdangerous)."""
+"""HMAC-signed tokens for unsubscribe, preference and response links (itsdangerous), and the key rules.
+
+Links are signed with ``LOYALFLOW_SECRET_KEY``. To rotate it, move the old value to
+``LOYALFLOW_SECRET_KEY_PREVIOUS`` and set a new one: links in emails already sent keep working, new
+links are signed with the new key. :func:`require_production_key` refuses real providers and a public
+``loyalflow serve`` while the key is the development default or too short to be secret.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
+
+from loyalflow.errors import SettingsError
+
+if TYPE_CHECKING:
+    from loyalflow.settings import Settings
 
 SALT = "loyalflow.link.v1"
+DEFAULT_KEY = "dev-only-change-me"
+MIN_KEY_BYTES = 32
+MAX_TOKEN_CHARS = 1024  # real tokens are about 80 characters; anything far longer is not ours
+REAL_PROVIDERS = frozenset({"sendgrid", "ses", "smtp", "sns"})
+HOW_TO_SET = (
+    'set LOYALFLOW_SECRET_KEY to a random value, e.g. the output of python -c "import secrets; '
+    'print(secrets.token_urlsafe(48))"'
+)
 
 
 @dataclass(frozen=True)
@@ -23,10 +44,62 @@ def sign(secret: str, token: LinkToken) -> str:
     return URLSafeSerializer(secret, salt=SALT).dumps([token.customer_id, token.channel, token.campaign])
 
 
-def verify(secret: str, value: str) -> LinkToken | None:
-    """The token's content when its signature is valid (constant-time compare), else ``None``."""
-    try:
-        customer_id, channel, campaign = URLSafeSerializer(secret, salt=SALT).loads(value)
-    except (BadSignature, ValueError, TypeError):
+def verify(secret: str, value: str, previous: str | None = None) -> LinkToken | None:
+    """The token's content when signed with ``secret`` (or the ``previous`` key), else ``None``.
+
+    Signatures are compared in constant time; anything malformed (empty, huge, not base64, not our
+    payload) is ``None`` too, never an exception.
+    """
+    if not value or len(value) > MAX_TOKEN_CHARS:
         return None
-    return LinkToken(str(customer_id), str(channel), campaign)
+    keys = [previous, secret] if previous else secret  # itsdangerous: the last key is the newest
+    try:
+        customer_id, channel, campaign = URLSafeSerializer(keys, salt=SALT).loads(value)
+    except (BadData, ValueError, TypeError, UnicodeError):
+        return None
+    if not isinstance(customer_id, str | int) or not isinstance(channel, str):
+        return None
+    return LinkToken(str(customer_id), channel, campaign if isinstance(campaign, str) else None)
+
+
+def verify_link(settings: Settings, value: str) -> LinkToken | None:
+    """:func:`verify` with the settings' current and previous keys."""
+    return verify(settings.secret_key, value, settings.secret_key_previous)
+
+
+def key_problem(secret: str) -> str | None:
+    """Why ``secret`` must not sign links people receive (None when it is fit)."""
+    if secret == DEFAULT_KEY:
+        return "the development default"
+    if len(secret.encode("utf-8")) < MIN_KEY_BYTES:
+        return f"shorter than {MIN_KEY_BYTES} bytes"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost``: reachable from this machine only."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def require_production_key(
+    settings: Settings, *, provider: str | None = None, host: str | None = None
+) -> None:
+    """Refuse a real ``provider`` or serving on a non-loopback ``host`` with a weak secret key.
+
+    The outbox and a server on loopback are development uses: any key will do there.
+    """
+    if provider is not None and provider not in REAL_PROVIDERS:
+        return
+    if host is not None and is_loopback(host):
+        return
+    problem = key_problem(settings.secret_key)
+    if problem is None:
+        return
+    what = f"send through {provider}" if provider else f"serve links on {host}"
+    raise SettingsError(f"LOYALFLOW_SECRET_KEY is {problem}: refusing to {what}; {HOW_TO_SET}")

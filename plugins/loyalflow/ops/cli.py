@@ -307,6 +307,9 @@ def serve(
     def go() -> int:
         import uvicorn
 
+        from loyalflow.compose.tokens import require_production_key
+
+        require_production_key(_settings(), host=host)  # a public preference centre needs a real key
         uvicorn.run("loyalflow.web.preferences:app", host=host, port=port, log_level="warning")
         return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loyalflow.compose.tokens import require_production_key
 from loyalflow.deliver.channels.base import Channel, Message, SendResult
 from loyalflow.settings import Settings
 
@@ -10,6 +11,7 @@ def channel_for(kind: str, settings: Settings) -> Channel:
     """The configured provider for ``kind`` (``email`` or ``sms``); credentials from Connections."""
     s = settings
     provider = s.email_provider if kind == "email" else s.sms_provider
+    require_production_key(s, provider=provider)  # a real provider needs a real LOYALFLOW_SECRET_KEY
     retries = {"max_attempts": s.send_max_attempts, "max_wait": s.send_max_wait_seconds}
     if provider == "outbox":
         from loyalflow.deliver.channels.outbox import OutboxChannel

@@ -2,7 +2,9 @@
 
 Every event lands once in ``loyalflow_delivery_events`` (provider + event id: a replay is a no-op);
 bounces, complaints and unsubscribes become suppressions, SMS START lifts an SMS unsubscribe, and
-SMS answers (YES/NO/LATER) become responses. Logs carry ids and counts, never addresses or bodies.
+SMS answers (YES/NO/LATER) become responses. STOP/START and complaints are consent changes too: they
+append a ``loyalflow_consent`` row (``sms_keyword``, ``complaint``) in the same transaction as the
+event and its suppression. Logs carry ids and counts, never addresses or bodies.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy.dialects import postgresql, sqlite
 
-from loyalflow.decide import responses, suppressions
+from loyalflow.decide import consent, responses, suppressions
 from loyalflow.decide.addresses import normalise_phone
 from loyalflow.errors import LoyalflowError
 from loyalflow.settings import Settings
@@ -237,6 +239,32 @@ def _customer_by_phone(warehouse: sa.Engine | None, phone: str | None) -> str | 
     return str(found) if found is not None else None
 
 
+def _consent_change(ev: Event) -> tuple[bool, str] | None:
+    """The consent an event expresses: SMS STOP/START (``sms_keyword``), a complaint (``complaint``)."""
+    if ev.channel == "sms" and ev.event_type in ("stop", "start"):
+        return ev.event_type == "start", "sms_keyword"
+    if ev.suppress and ev.suppress[0] == "complained":
+        return False, "complaint"
+    return None
+
+
+def _record_consent(conn: sa.Connection, ev: Event) -> dict[str, int]:
+    """Append the event's consent row to ``loyalflow_consent`` (in the caller's transaction)."""
+    change = _consent_change(ev)
+    if change is None or not ev.customer_id:
+        return {}  # no consent meaning, or nobody to attach it to (the suppression still holds)
+    opted_in, source = change
+    consent.record(
+        conn,
+        ev.customer_id,
+        ev.channel,
+        opted_in,
+        source,
+        request_fingerprint=consent.fingerprint(ev.provider, ev.event_id),
+    )  # stamped now, when loyalflow learns of it: a late webhook still reaches the next export
+    return {f"consent_{source}": 1}
+
+
 def apply(
     state: sa.Engine, events: list[Event], warehouse: sa.Engine | None = None, snooze_days: int = 30
 ) -> dict[str, int]:
@@ -256,29 +284,31 @@ def apply(
             "customer_id": ev.customer_id,
             "occurred_at": ev.occurred_at,
         }
-        with state.begin() as conn:
+        with state.begin() as conn:  # the event, its suppression and its consent row: all or nothing
             new = conn.execute(insert.values(row).on_conflict_do_nothing()).rowcount
-        if not new:
-            counts["duplicate"] += 1
-            continue
-        counts[ev.event_type] += 1
-        try:
-            if ev.suppress and ev.address:
-                reason, scope = ev.suppress
-                suppressions.add(
-                    state,
-                    ev.channel,
-                    ev.address,
-                    reason,
-                    scope=scope,
-                    source=f"{ev.provider}:{ev.event_type}",
-                    customer_id=ev.customer_id,
-                )
-                counts[f"suppressed_{reason}"] += 1
-            if ev.unsuppress and ev.address:
-                counts["resubscribed"] += suppressions.remove(state, ev.channel, ev.address)
-        except LoyalflowError:
-            counts["invalid_address"] += 1
+            if not new:
+                counts["duplicate"] += 1
+                continue
+            counts[ev.event_type] += 1
+            try:
+                if ev.suppress and ev.address:
+                    reason, scope = ev.suppress
+                    suppressions.add(
+                        conn,
+                        ev.channel,
+                        ev.address,
+                        reason,
+                        scope=scope,
+                        source=f"{ev.provider}:{ev.event_type}",
+                        customer_id=ev.customer_id,
+                    )
+                    counts[f"suppressed_{reason}"] += 1
+                if ev.unsuppress and ev.address:
+                    counts["resubscribed"] += suppressions.remove(conn, ev.channel, ev.address)
+            except LoyalflowError:
+                counts["invalid_address"] += 1
+            else:
+                counts.update(_record_consent(conn, ev))
         if ev.answer and ev.customer_id:
             responses.record(
                 state,

@@ -1,7 +1,7 @@
--- Guests whose last completed booking is at least 180 days old (anchor_offset_days), anchored on
--- that booking: the reminder is due 180 days after it, the other steps 7, 14 and 30 days later.
--- A new completed booking moves the anchor forward, so an active guest drops out on its own.
--- Value tiers (80:20) are ranked over every guest with a completed booking, not only dormant ones.
+-- Guests in the dormant state: at least one completed booking and none in the last dormant_days days
+-- (as of the end of the as-of day). loyalflow enters each of them on the first run that finds them
+-- (entry: state) and counts the steps from that day; a new booking takes the guest out of this list,
+-- which ends their sequence. Value tiers (80:20) are ranked over every guest with a completed booking.
 WITH completed AS (
   SELECT customer_id,
          order_id,
@@ -24,20 +24,11 @@ last_booking AS (
          NTILE(5) OVER (ORDER BY lifetime_value DESC, customer_id) AS value_quintile
   FROM completed
   WHERE recency = 1
-),
-answers AS (
-  -- the latest "no thanks" and the furthest "ask me later" date per guest, from any message
-  SELECT customer_id,
-         MAX(CASE WHEN answer = 'negative' THEN DATE(received_at) END) AS last_negative_on,
-         MAX(CASE WHEN answer = 'later' THEN snooze_until END) AS snoozed_until
-  FROM loyalflow_responses
-  WHERE answer IN ('negative', 'later')
-    AND received_at < :as_of_end
-  GROUP BY customer_id
 )
 SELECT b.customer_id,
        b.order_id AS anchor_id,
        b.ordered_at AS anchor_at,
+       b.ordered_at AS last_order_at,
        b.product AS last_order_product,
        b.lifetime_value,
        b.orders_count,
@@ -45,12 +36,6 @@ SELECT b.customer_id,
          WHEN b.value_quintile = 1 THEN 'vip'
          WHEN b.value_quintile = 5 THEN 'bottom'
          ELSE 'core'
-       END AS value_tier,
-       CASE
-         WHEN a.last_negative_on >= DATE(b.ordered_at) THEN 'negative response'
-         WHEN a.snoozed_until > :as_of THEN 'snoozed'
-       END AS exit_reason
+       END AS value_tier
 FROM last_booking b
-LEFT JOIN answers a ON a.customer_id = b.customer_id
-WHERE b.ordered_at >= :window_start
-  AND b.ordered_at < :anchor_end
+WHERE b.ordered_at < :dormant_since

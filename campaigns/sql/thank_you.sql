@@ -1,25 +1,22 @@
--- Guests with a completed booking on the as-of day (or within the catch-up window):
--- one thank-you per guest and booking day.
+-- Completed bookings on the as-of day (or within the catch-up window), one row per booking.
+-- loyalflow bundles a guest's bookings of one day into one thank-you; the template lists them as items.
 SELECT o.customer_id,
        'thanks' AS step,
-       CAST(DATE(o.ordered_at) AS VARCHAR(10)) AS anchor_id,
-       MIN(o.ordered_at) AS anchor_at,
-       COUNT(*) AS order_count,
-       SUM(o.total) AS order_total,
-       MIN(o.product) AS product,
+       o.order_id AS anchor_id,
+       o.ordered_at AS anchor_at,
+       o.total AS order_total,
+       o.product AS product,
        NULL AS friend_first_name
 FROM orders o
 WHERE o.status = 'completed'
   AND o.ordered_at >= :window_start
   AND o.ordered_at < :as_of_end
-GROUP BY o.customer_id, DATE(o.ordered_at)
 UNION ALL
--- Referrers whose referred friend completed a booking: one thank-you per referred booking.
+-- Referrers whose referred friend completed a booking: friends who booked the same day share one message.
 SELECT o.referred_by AS customer_id,
        'referrer_thanks' AS step,
        o.order_id AS anchor_id,
        o.ordered_at AS anchor_at,
-       1 AS order_count,
        o.total AS order_total,
        o.product AS product,
        f.first_name AS friend_first_name

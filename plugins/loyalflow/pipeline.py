@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from loyalflow.audience.due import prepare, segment_params
+from loyalflow.audience.entries import Admission, activation_day, earliest_step_day
 from loyalflow.audience.segments import discard, materialise, read_chunk
 from loyalflow.compose.message import compose_all, render_parts
 from loyalflow.decide.candidates import Candidate, candidates, load_customers
@@ -62,7 +63,7 @@ def check_sample(rt: Runtime, campaign: Campaign, sample: pd.DataFrame, as_of: d
     for step in campaign.steps:
         for channel in campaign.channels:
             rt.renderer.compile_all(campaign.id, step.template_name, channel)
-    rows = records(prepare(rt, campaign, sample.head(SAMPLE_ROWS), as_of))
+    rows = [{**r, "items": [r]} for r in records(prepare(rt, campaign, sample.head(SAMPLE_ROWS), as_of))]
     customers = load_customers(rt.warehouse, sorted({str(r["customer_id"]) for r in rows}))
     rendered = 0
     for row in rows:
@@ -89,8 +90,12 @@ def settle(rt: Runtime, campaign: Campaign) -> None:
 
 
 def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
-    """Materialise the audience into chunk files and check the templates against sample rows."""
+    """Materialise the audience into chunk files and check the templates against sample rows.
+
+    A real run records the campaign's activation; a state-entry campaign admits its entries here.
+    """
     settle(rt, campaign)
+    activation_day(rt.state, campaign, opts)
     chunks = materialise(
         rt.warehouse,
         campaign,
@@ -99,6 +104,7 @@ def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
         rt.settings.work_url,
         rt.settings.chunk_size,
         segment_params(rt, campaign),
+        admit=Admission(rt.state, campaign, opts) if campaign.entry == "state" else None,
     )
     check_sample(rt, campaign, read_chunk(chunks[0]) if chunks else pd.DataFrame(), opts.as_of)
     if not chunks:
@@ -113,7 +119,10 @@ def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
 
 def process_chunk(rt: Runtime, campaign: Campaign, chunk_url: str, opts: RunOptions) -> dict[str, int]:
     """Decide, render, send and record one audience chunk; returns counts by reason."""
-    cands = candidates(rt, campaign, read_chunk(chunk_url), opts)
+    not_before = None
+    if campaign.entry == "event":
+        not_before = earliest_step_day(campaign, activation_day(rt.state, campaign, opts))
+    cands = candidates(rt, campaign, read_chunk(chunk_url), opts, not_before)
     compose_all(rt, campaign, cands, opts)
     deliver(rt, campaign, cands, opts)
     record_decisions(rt, campaign, cands, opts)

@@ -36,6 +36,14 @@ class Step(_Strict):
         return self.template or self.id
 
 
+class ResponseRules(_Strict):
+    """How what customers answered (loyalflow's own knowledge) shapes the audience, after the segment."""
+
+    exit_on_negative: Literal["never", "ever", "since_anchor"] = "never"  # a "no thanks" ends it
+    snooze: bool = False  # "contact me later" pauses the sequence; the next step follows the snooze
+    qualify_on_positive: bool = False  # a positive answer qualifies rows whose `qualifies` column is false
+
+
 class Campaign(_Strict):
     """A campaign: who (segment SQL), what (steps and templates), how (channels) and when (schedule)."""
 
@@ -50,6 +58,10 @@ class Campaign(_Strict):
     channels: list[Channel] = Field(min_length=1)
     segment: str
     steps: list[Step] = Field(min_length=1)
+    entry: Literal["event", "state"] = "event"
+    backfill_days: int = Field(default=0, ge=0, le=3650)
+    max_entries_per_day: int | None = Field(default=None, ge=1)
+    responses: ResponseRules = Field(default_factory=ResponseRules)
     catch_up_days: int = Field(default=2, ge=0, le=60)
     anchor_offset_days: int = Field(default=0, ge=0, le=3650)
     reentry_days: int | None = Field(default=None, ge=0, le=3650)
@@ -87,6 +99,11 @@ class Campaign(_Strict):
     def doc_md(self) -> str:
         """Markdown shown in the Airflow UI for this campaign's DAG."""
         reentry = f"after {self.reentry_days} days" if self.reentry_days is not None else "any time"
+        entry = (
+            "state: a customer enters on the first run that sees them match; steps count from that day"
+            if self.entry == "state"
+            else "event: steps count from the anchor event in the data"
+        )
         rows = "\n".join(
             f"| `{s.id}` | day {self.anchor_offset_days + s.delay_days} | {s.description or '-'} |"
             for s in self.steps
@@ -98,6 +115,7 @@ class Campaign(_Strict):
             f"- **Channels, in order of preference:** {', '.join(self.channels)}\n"
             f"- **Audience:** `campaigns/{self.segment}`\n"
             f"- **Holdout:** {self.holdout_percent:g}%\n"
+            f"- **Entry:** {entry}\n"
             f"- **Re-entry:** {reentry}\n"
             f"- **Source:** `campaigns/{self.source.name}`\n\n"
             f"| step | when | what |\n|---|---|---|\n{rows}\n\n"

@@ -328,8 +328,9 @@ def test_higher_priority_preempts_a_held_reservation(promo: Settings) -> None:
 
 def test_sms_quiet_hours_defer_and_never_drop(settings: Settings, shop: Shop) -> None:
     cid = shop.customer(phone=PHONE, channels=("sms",), timezone="America/Los_Angeles")
+    go(settings, "thank_you", DAY - dt.timedelta(days=1))  # the campaign runs since the day before
     shop.order(cid, DAY)
-    night = dt.datetime(2026, 11, 21, 5, 0)  # 21:00 in Los Angeles
+    night = dt.datetime(2026, 11, 21, 5, 0)  # 21:00 in Los Angeles: the next UTC day catches up
     assert go(settings, "thank_you", night) == {"sent": 1}
     (msg,) = outbox(settings.outbox_dir)
     assert msg["send_at"] == "2026-11-21T17:00:00Z"  # 09:00 PST the next morning

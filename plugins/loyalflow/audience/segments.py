@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 import pandas as pd
@@ -18,18 +18,27 @@ from loyalflow.spec import Campaign
 REQUIRED_COLUMNS = ("customer_id", "anchor_id", "anchor_at")
 
 
+class Admit(Protocol):
+    """Rewrites audience chunks while they are materialised, then settles what the run did not see."""
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+
+    def finish(self) -> dict[str, int]: ...
+
+
 def query_params(campaign: Campaign, as_of: dt.date) -> dict[str, Any]:
     """Bound parameters every segment query may use, plus the campaign's own scalar ``params``.
 
-    Each integer param named ``<x>_days`` also yields ``<x>_start``: as_of's midnight minus that many days.
+    Each integer param named ``<x>_days`` also yields ``<x>_start`` (as_of's midnight minus that many
+    days) and ``<x>_since`` (the start of the last ``<x>_days`` days, as_of included).
     """
     start = dt.datetime.combine(as_of, dt.time())
     end = start + dt.timedelta(days=1)
     scalars = {k: v for k, v in campaign.params.items() if isinstance(v, str | int | float | bool)}
+    days = {k[:-5]: v for k, v in scalars.items() if k.endswith("_days") and type(v) is int}
     since = {
-        f"{k[:-5]}_start": start - dt.timedelta(days=v)
-        for k, v in scalars.items()
-        if k.endswith("_days") and isinstance(v, int) and not isinstance(v, bool)
+        **{f"{name}_start": start - dt.timedelta(days=v) for name, v in days.items()},
+        **{f"{name}_since": end - dt.timedelta(days=v) for name, v in days.items()},
     }
     return {
         **scalars,
@@ -121,8 +130,13 @@ def materialise(
     work_url: str,
     chunk_size: int,
     extra: dict[str, Any] | None = None,
+    admit: Admit | None = None,
 ) -> list[str]:
-    """Write the audience once per run as Parquet chunks and return their URLs (reused on retry)."""
+    """Write the audience once per run as Parquet chunks and return their URLs (reused on retry).
+
+    ``admit`` rewrites each chunk before it is written (state entry: anchors on the entry day) and
+    finishes before the manifest is written, so a retry that reuses the chunks does not admit again.
+    """
     folder = run_folder(work_url, campaign.id, run_id)
     fs, root = fsspec.core.url_to_fs(folder)
     manifest = f"{root}/manifest.json"
@@ -131,11 +145,15 @@ def materialise(
             return list(json.load(fh)["chunks"])
     fs.makedirs(root, exist_ok=True)
     chunks: list[str] = []
-    for i, frame in enumerate(read_segment(engine, campaign, as_of, chunk_size, extra)):
-        path = f"{root}/chunk-{i:05d}.parquet"
+    for frame in read_segment(engine, campaign, as_of, chunk_size, extra):
+        if admit is not None and (frame := admit(frame)).empty:
+            continue
+        path = f"{root}/chunk-{len(chunks):05d}.parquet"
         with fs.open(path, "wb") as fh:
             frame.to_parquet(fh, index=False)
         chunks.append(fs.unstrip_protocol(path))
+    if admit is not None:
+        admit.finish()
     with fs.open(manifest, "w") as fh:
         json.dump(
             {"campaign": campaign.id, "as_of": as_of.isoformat(), "run_id": run_id, "chunks": chunks}, fh

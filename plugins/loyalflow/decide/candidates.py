@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
 from loyalflow.audience.due import due_steps, prepare
-from loyalflow.decide import caps, consent, suppressions
+from loyalflow.decide import caps, consent, rules, suppressions
 from loyalflow.decide.addresses import normalise_email, normalise_phone
 from loyalflow.decide.eligibility import Decision, Facts, Policy, decide
 from loyalflow.deliver import ledger
@@ -32,6 +32,7 @@ class Candidate:
     decision: Decision
     message: Message | None = None
     outcome: str = "skipped"
+    bundled: list[tuple[str, str]] = field(default_factory=list)  # (key, anchor_id) sent within this one
 
 
 def load_customers(engine: sa.Engine, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -82,38 +83,80 @@ def _reentry(
     )
 
 
-def candidates(rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOptions) -> list[Candidate]:
-    """Every due (customer, step, anchor) of an audience chunk, decided in the eligibility order."""
+def bundles(
+    campaign: Campaign, rows: list[dict[str, Any]], as_of: dt.date, not_before: dt.date | None
+) -> list[tuple[Step, dt.date, list[dict[str, Any]]]]:
+    """Due (step, day, anchor rows): anchors of one customer due for the same step on the same day are one
+    message. Rows arrive ordered by customer and anchor, so the first anchor leads; the template sees
+    every anchor's row as ``items``. Steps on days before ``not_before`` come back as single rows too
+    (they are recorded as before the campaign started)."""
+    groups: dict[tuple[str, str, dt.date], tuple[Step, list[dict[str, Any]]]] = {}
+    for row in rows:
+        for step, day in due_steps(campaign, row["anchor_at"], as_of, row.get("step"), row.get("_pause")):
+            late = not_before is not None and day < not_before
+            slot = (str(row["customer_id"]), step.id if not late else f"{step.id}|{row['anchor_id']}", day)
+            groups.setdefault(slot, (step, []))[1].append(row)
+    out = []
+    for (_, _, day), (step, members) in groups.items():
+        items = [{k: v for k, v in m.items() if not k.startswith("_")} for m in members]
+        out.append((step, day, [{**members[0], "items": items}, *members[1:]]))
+    return out
+
+
+def candidates(
+    rt: Runtime, campaign: Campaign, frame: pd.DataFrame, opts: RunOptions, not_before: dt.date | None = None
+) -> list[Candidate]:
+    """Every due (customer, step, day) of an audience chunk, decided in the eligibility order.
+
+    ``not_before`` is the first step day the campaign may send (activation less back-fill, for event
+    entry); earlier steps in the catch-up window are recorded as ``before_start``.
+    """
     rows = records(prepare(rt, campaign, frame, opts.as_of))
-    due = [
-        (step, row)
-        for row in rows
-        for step in due_steps(campaign, row["anchor_at"], opts.as_of, row.get("step"))
-    ]
-    ids = sorted({str(row["customer_id"]) for _, row in due})
+    ids = sorted({str(r["customer_id"]) for r in rows})
+    rows = rules.apply(campaign, rows, rules.load_answers(rt.state, ids, opts.as_of))
+    due = bundles(campaign, rows, opts.as_of, not_before)
+    ids = sorted({str(members[0]["customer_id"]) for _, _, members in due})
     customers = load_customers(rt.warehouse, ids)
     policy = Policy.for_campaign(rt.settings, campaign)
-    keys = [
-        ledger.idempotency_key(campaign.id, s.id, str(r["customer_id"]), str(r["anchor_id"])) for s, r in due
-    ]
+
+    def key(step: Step, row: dict[str, Any]) -> str:
+        return ledger.idempotency_key(campaign.id, step.id, str(row["customer_id"]), str(row["anchor_id"]))
+
+    every_key = [key(step, m) for step, _, members in due for m in members]
     facts = Facts(
         consent=consent.effective(rt.warehouse, rt.state, ids),
         suppressed=_suppressed(rt.state, customers),
-        ledger_keys=ledger.existing_keys(rt.state, keys),
+        ledger_keys=ledger.existing_keys(rt.state, every_key),
         reserve=_reserver(rt, campaign, policy, opts),
     )
+    bundled_before = ledger.bundled_keys(rt.state, every_key)
     entries = ledger.recent_anchors(rt.state, campaign.id, ids, opts.as_of, campaign.reentry_days)
     out: list[Candidate] = []
-    for (step, row), key in zip(due, keys, strict=True):
+    for step, day, (row, *others) in due:
+        main, extra = key(step, row), [(key(step, m), str(m["anchor_id"])) for m in others]
         customer = customers.get(str(row["customer_id"]))
         if customer is None:
-            out.append(Candidate(step, row, None, key, Decision("unknown_customer")))
+            out.append(Candidate(step, row, None, main, Decision("unknown_customer")))
             continue
-        exit_reason = row.get("exit_reason") or _reentry(
-            campaign, entries.get(customer["customer_id"], {}), row, key, facts.ledger_keys
-        )
-        decision = decide(campaign, customer, key, exit_reason, facts, opts.send_time, policy)
+        if not_before is not None and day < not_before:
+            detail = f"step day {day} is before the campaign started on {not_before}"
+            out.append(Candidate(step, row, customer, main, Decision("before_start", detail=detail)))
+            continue
+        if main not in facts.ledger_keys and any(
+            k in facts.ledger_keys and k not in bundled_before for k, _ in extra
+        ):
+            detail = "another anchor of this step and day was already messaged"
+            out.append(
+                Candidate(step, row, customer, main, Decision("already_sent", detail=detail), bundled=extra)
+            )
+            continue
+        exit_reason = row.get("exit_reason")
+        if not exit_reason and campaign.entry == "event":  # state entry waits for re-entry when it enters
+            exit_reason = _reentry(
+                campaign, entries.get(customer["customer_id"], {}), row, main, facts.ledger_keys
+            )
+        decision = decide(campaign, customer, main, exit_reason, facts, opts.send_time, policy)
         if decision.eligible:
             entries[customer["customer_id"]][str(row["anchor_id"])] = opts.as_of
-        out.append(Candidate(step, row, customer, key, decision))
+        out.append(Candidate(step, row, customer, main, decision, bundled=extra))
     return out

@@ -16,6 +16,7 @@ from loyalflow.warehouse import ID_BATCH
 
 COUNTED = ("claimed", "scheduled", "sent", "unknown")  # went, will go, or may have gone out
 RELEASED = "released"  # certainly not delivered: free to be claimed again
+BUNDLED = "bundled"  # an anchor that went out inside another anchor's message (same step and day)
 
 
 def idempotency_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:
@@ -56,7 +57,7 @@ def recent_anchors(
                 sa.select(ledger.c.customer_id, ledger.c.anchor_id, sa.func.max(ledger.c.as_of))
                 .where(
                     ledger.c.campaign == campaign,
-                    ledger.c.customer_id.in_(customer_ids[start:start + ID_BATCH]),
+                    ledger.c.customer_id.in_(customer_ids[start : start + ID_BATCH]),
                     ledger.c.status.in_(COUNTED),
                     ledger.c.as_of > as_of - dt.timedelta(days=days),
                 )
@@ -96,6 +97,35 @@ def claim(engine: sa.Engine, rows: list[dict]) -> set[str]:
                 if r["idempotency_key"] in released and _take_over(conn, r, now):
                     won.add(r["idempotency_key"])
     return won
+
+
+def bundled_keys(engine: sa.Engine, keys: Iterable[str]) -> set[str]:
+    """The keys recorded as sent inside another anchor's message."""
+    keys = list(keys)
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(keys), ID_BATCH):
+            stmt = sa.select(ledger.c.idempotency_key).where(
+                ledger.c.idempotency_key.in_(keys[start : start + ID_BATCH]), ledger.c.status == BUNDLED
+            )
+            found.update(r[0] for r in conn.execute(stmt))
+    return found
+
+
+def mark_bundled(engine: sa.Engine, rows: list[dict]) -> None:
+    """Record the other anchors of claimed messages as handled (status ``bundled``), once each."""
+    if not rows:
+        return
+    now = _utcnow()
+    with engine.begin() as conn:
+        for start in range(0, len(rows), 500):
+            batch = [
+                {**r, "status": BUNDLED, "claimed_at": now, "updated_at": now}
+                for r in rows[start : start + 500]
+            ]
+            conn.execute(
+                _insert(engine).values(batch).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            )
 
 
 def _released(conn: sa.Connection, keys: list[str]) -> set[str]:

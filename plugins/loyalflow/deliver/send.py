@@ -7,6 +7,7 @@ Every message is rendered before the first one is sent (see :mod:`loyalflow.comp
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -58,28 +59,38 @@ def confirm_caps(rt: Runtime, campaign: Campaign, ready: list[Candidate]) -> lis
     return [c for c in ready if c.key in held]
 
 
+def _row(campaign: Campaign, c: Candidate, kind: str, channel: Channel, opts: RunOptions) -> dict[str, Any]:
+    assert c.customer is not None
+    return {
+        "idempotency_key": c.key,
+        "campaign": campaign.id,
+        "step": c.step.id,
+        "customer_id": c.customer["customer_id"],
+        "anchor_id": str(c.row["anchor_id"]),
+        "channel": kind,
+        "category": campaign.category,
+        "provider": channel.provider,
+        "run_id": opts.run_id,
+        "as_of": opts.as_of,
+        "send_at": c.message.send_at if c.message else None,
+    }
+
+
 def claim(
     rt: Runtime, campaign: Campaign, batch: list[Candidate], kind: str, channel: Channel, opts: RunOptions
 ) -> list[Candidate]:
-    """Claim the batch's keys in the ledger; return the candidates this caller won."""
+    """Claim the batch's keys in the ledger (and record bundled anchors); return the candidates won."""
     won = ledger.claim(
+        rt.state, [_row(campaign, c, kind, channel, opts) for c in batch if c.customer is not None]
+    )
+    ledger.mark_bundled(
         rt.state,
         [
-            {
-                "idempotency_key": c.key,
-                "campaign": campaign.id,
-                "step": c.step.id,
-                "customer_id": c.customer["customer_id"],
-                "anchor_id": str(c.row["anchor_id"]),
-                "channel": kind,
-                "category": campaign.category,
-                "provider": channel.provider,
-                "run_id": opts.run_id,
-                "as_of": opts.as_of,
-                "send_at": c.message.send_at if c.message else None,
-            }
+            {**base, "idempotency_key": key, "anchor_id": anchor}
             for c in batch
-            if c.customer is not None
+            if c.key in won and c.customer is not None
+            for base in [_row(campaign, c, kind, channel, opts)]
+            for key, anchor in c.bundled
         ],
     )
     for c in batch:

@@ -16,7 +16,7 @@ from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
 from loyalflow.spec import campaign_files
-from loyalflow.state import ledger
+from loyalflow.state import entries, ledger
 
 SIMULATED_DAYS = 31  # covers every step: dormant reactivation's last call is 30 days after entry
 SEND_HOUR = dt.time(15)  # simulated days send at 15:00 UTC: daytime in Europe and the Americas
@@ -61,6 +61,53 @@ def simulate_responses(rt: Runtime, day: dt.date) -> int:
     return stored
 
 
+def by_priority(rt: Runtime) -> list[str]:
+    """Campaign ids, highest priority first: when a frequency cap binds, the more important message goes."""
+    found = (rt.campaign(p.stem) for p in campaign_files(rt.settings.campaigns_dir))
+    return [c.id for c in sorted(found, key=lambda c: -c.priority)]
+
+
+def first_day_settings(settings: Settings) -> Settings:
+    """The first-day scenario's own warehouse, state, outbox and work folder (under ``out/first_day``)."""
+    folder = settings.home / "out" / "first_day"
+    return settings.model_copy(
+        update={
+            "warehouse_url": f"sqlite:///{folder / 'warehouse.db'}",
+            "state_url": None,
+            "outbox_dir": folder / "outbox",
+            "work_url": str(folder / "work"),
+        }
+    )
+
+
+def run_first_day(
+    settings: Settings, as_of: dt.date, customers: int, echo: Callable[[str], None]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The day a business switches loyalflow on: two years of history, no earlier runs, one run for as_of.
+
+    Returns the run's summary and, per state-entry campaign, how many customers entered that day.
+    """
+    rt = Runtime(settings)
+    if not has_warehouse(rt.warehouse):
+        echo(f"seeding two years of history ({customers} customers) at {settings.warehouse_url}")
+        seed(rt.warehouse, as_of, customers=customers)
+    run_id = f"first_day__{as_of}"
+    entered: dict[str, int] = {}
+    for campaign_id in by_priority(rt):
+        echo(f"first run of {campaign_id} for {as_of}")
+        run(rt, campaign_id, RunOptions(as_of, run_id, now=dt.datetime.combine(as_of, SEND_HOUR)))
+        if rt.campaign(campaign_id).entry == "state":
+            with rt.state.connect() as conn:
+                entered[campaign_id] = int(
+                    conn.execute(
+                        sa.select(sa.func.count()).where(
+                            entries.c.campaign == campaign_id, entries.c.entered_on == as_of
+                        )
+                    ).scalar_one()
+                )
+    return summary(rt.state, [run_id]), entered
+
+
 def run_demo(
     settings: Settings,
     as_of: dt.date,
@@ -78,13 +125,7 @@ def run_demo(
         echo(f"seeding the demo warehouse ({customers} customers) at {settings.warehouse_url}")
         counts = seed(rt.warehouse, as_of, customers=customers)
         echo("seeded " + ", ".join(f"{n} {table}" for table, n in counts.items()))
-    # Highest priority first, so that when a frequency cap binds the more important message goes.
-    campaigns = [
-        c.id
-        for c in sorted(
-            (rt.campaign(p.stem) for p in campaign_files(settings.campaigns_dir)), key=lambda c: -c.priority
-        )
-    ]
+    campaigns = by_priority(rt)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     run_ids = []
     echo(f"simulating {days} days before {as_of} through the library pipeline")

@@ -80,6 +80,15 @@ class Campaign(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _backfill_within_catch_up(self) -> Campaign:
+        if self.backfill_days > self.catch_up_days:
+            raise ValueError(
+                f"backfill_days ({self.backfill_days}) must not exceed catch_up_days ({self.catch_up_days}):"
+                " a step is only ever sent within the catch-up window"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_steps(self) -> Campaign:
         ids = [s.id for s in self.steps]
         if len(set(ids)) != len(ids):

@@ -372,6 +372,51 @@ def db_current(warehouse: Warehouse = None, state: StateUrl = None) -> None:
     _guarded(go)
 
 
+# --------------------------------------------------------------------------- loyalflow consent
+
+consent_cli = typer.Typer(
+    help="The consent changes loyalflow received (loyalflow_consent), for the CRM.", no_args_is_help=True
+)
+app.add_typer(consent_cli, name="consent")
+
+
+@consent_cli.command("export")
+def consent_export(
+    since: Annotated[str, typer.Option("--since", help="Changes recorded since this day (YYYY-MM-DD).")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="File or fsspec URL; '-' prints CSV (default: out/consent/consent-DAY)."),
+    ] = None,
+    warehouse: Warehouse = None,
+    state: Annotated[str | None, typer.Option("--state", help="SQLAlchemy URL of loyalflow's state.")] = None,
+) -> None:
+    """Export consent changes since a day (preference centre, one-click, STOP/START, complaints)."""
+
+    def go() -> int:
+        from loyalflow.runtime import Runtime
+        from loyalflow.web.consent_export import changes, default_url, export, parse_format, to_bytes
+
+        try:
+            day = dt.date.fromisoformat(since)
+        except ValueError:
+            raise LoyalflowError(f"--since must be a date as YYYY-MM-DD, got '{since}'") from None
+        kind = parse_format(fmt)
+        rt = Runtime(_settings(warehouse_url=warehouse, state_url=state))
+        start = dt.datetime.combine(day, dt.time())
+        if out == "-":
+            if kind != "csv":
+                raise LoyalflowError("--out - prints CSV only; give a file for --format parquet")
+            sys.stdout.write(to_bytes(changes(rt.state, start), "csv").decode("utf-8"))
+            return 0
+        url = out or default_url(rt.settings, dt.datetime.now(dt.UTC).date(), kind)
+        n = export(rt.state, start, url, kind)
+        console.print(f"exported {n} consent change(s) since {day} to {url}", highlight=False, soft_wrap=True)
+        return 0
+
+    _guarded(go)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point for ``python -m loyalflow.ops.cli``."""
     sys.exit(app())

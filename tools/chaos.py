@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "LOYALFLOW_WORK_URL": str(work / "work"),
         "LOYALFLOW_OUTBOX_DIR": str(work / "outbox"),
         "LOYALFLOW_EMAIL_PROVIDER": "sendgrid",
+        "LOYALFLOW_SECRET_KEY": secrets.token_urlsafe(48),  # a real provider refuses a weak signing key
         "LOYALFLOW_SENDGRID_RATE_PER_SEC": str(args.rate),
         "LOYALFLOW_SENDGRID_CONCURRENCY": "8",
         "LOYALFLOW_CHUNK_SIZE": "500",  # small chunks: sending starts soon after each start

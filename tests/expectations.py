@@ -3,13 +3,26 @@
 It reads the warehouse tables (``customers``, ``orders``, ``channel_preferences``, ``events``,
 ``loyalflow_responses``), the campaign YAML files and ``content_map.yaml`` itself, and re-derives the
 rules of docs/architecture.md §3–§4 (segments, due steps with catch-up windows, channel choice, exits,
-re-entry waits, holdout, nurture's next unseen item, 80:20 value tiers). Frequency caps, suppressions
-and quiet hours are out of scope: the simulation disables caps and has no suppressions, and quiet hours
-defer a message without changing who gets it. A channel's consent is its latest ``channel_preferences`` row
-recorded by the run's send moment; when two anchors of one customer fall due in the same run, the
-earlier anchor goes first (the later one waits for re-entry).
-Nothing here imports loyalflow's pipeline, eligibility or segment code; the few formulas that are
-part of the contract (holdout hash, idempotency key) are written out again from docs/architecture.md.
+re-entry waits, holdout, nurture's next unseen item, 80:20 value tiers) and the entry semantics:
+
+- *activation*: a campaign's first simulated day; an event-entry step whose day falls before it (less
+  ``backfill_days``) is never sent (recorded ``before_start`` while it is inside the catch-up window);
+- *state entry* (``entry: state``, dormant reactivation): every customer in the state enters on the
+  first run that finds them (at most ``max_entries_per_day`` a day, in customer order), as anchor
+  ``entry:<day>``, steps counted from that day; leaving the state ends the episode, a new one may start
+  ``reentry_days`` after the previous entry (the ledger-based re-entry wait is for event entry only);
+- *bundling*: a customer's due rows of one step and one step day are one message, led by the first row
+  in segment order (customer, anchor time, anchor id); the other anchors are ``bundled``;
+- *response rules* (``responses:`` in the YAML): ``qualify_on_positive``, ``exit_on_negative``
+  (``ever`` / ``since_anchor``) and ``snooze`` (the next step waits for the snooze end, the later ones
+  keep their spacing).
+
+Frequency caps, suppressions and quiet hours are out of scope: the simulation disables caps and has no
+suppressions, and quiet hours defer a message without changing who gets it. A channel's consent is its
+latest ``channel_preferences`` row recorded by the run's send moment; when two anchors of one customer
+fall due in the same run on different days, the earlier anchor goes first (the later one waits for
+re-entry). Nothing here imports loyalflow code; the few formulas that are part of the contract (holdout
+hash, idempotency key) are written out again from docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ import datetime as dt
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,6 +59,15 @@ class StepConf:
 
 
 @dataclass(frozen=True)
+class ResponseRules:
+    """The ``responses:`` block of a campaign file: how customers' answers count."""
+
+    qualify_on_positive: bool = False  # a row marked ``qualifies: false`` stays for positive answerers
+    exit_on_negative: str = "never"  # never | ever | since_anchor
+    snooze: bool = False  # "later" pauses the sequence; it resumes at the next step
+
+
+@dataclass(frozen=True)
 class CampaignConf:
     """The settings of one ``campaigns/<id>.yaml`` the model needs (spec defaults filled in)."""
 
@@ -59,6 +81,10 @@ class CampaignConf:
     holdout_percent: float
     priority: int
     params: dict[str, Any]
+    entry: str = "event"  # event | state
+    backfill_days: int = 0
+    max_entries_per_day: int | None = None
+    responses: ResponseRules = field(default_factory=lambda: ResponseRules())
 
     @property
     def lookback_days(self) -> int:
@@ -84,6 +110,10 @@ def load_campaigns(campaigns_dir: Path) -> dict[str, CampaignConf]:
             holdout_percent=float(raw.get("holdout_percent", 0)),
             priority=int(raw.get("priority", 50)),
             params=dict(raw.get("params") or {}),
+            entry=str(raw.get("entry", "event")),
+            backfill_days=int(raw.get("backfill_days", 0)),
+            max_entries_per_day=raw.get("max_entries_per_day"),
+            responses=ResponseRules(**(raw.get("responses") or {})),
         )
     return out
 
@@ -222,10 +252,22 @@ class Warehouse:
             prefs=q("SELECT customer_id, channel, opted_in, consented_at FROM channel_preferences", []),
             events=q("SELECT customer_id, event_type, occurred_at FROM events", ["occurred_at"]),
             responses=q(
-                "SELECT customer_id, answer, snooze_until, received_at FROM loyalflow_responses",
+                "SELECT id, customer_id, answer, snooze_until, received_at FROM loyalflow_responses",
                 ["received_at"],
             ),
         )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One stored answer: positive, negative or later (with the day the snooze ends)."""
+
+    answer: str
+    on: dt.date
+    snooze_until: dt.date | None
+
+
+Pause = tuple[dt.date, dt.date]  # (the day the snooze was received, the day it ends)
 
 
 @dataclass
@@ -234,23 +276,60 @@ class Row:
 
     customer_id: str
     anchor_id: str
-    anchor_day: dt.date
+    anchor_at: dt.datetime
     exit_reason: str | None = None
     step: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    pause: Pause | None = None
+
+    @property
+    def anchor_day(self) -> dt.date:
+        """The day of the anchor (an order's day, or a state entry's day)."""
+        return self.anchor_at.date()
+
+    @property
+    def order(self) -> tuple[str, dt.datetime, str]:
+        """Segment order: customer, anchor time, anchor id."""
+        return (self.customer_id, self.anchor_at, self.anchor_id)
+
+
+@dataclass
+class Episode:
+    """One stay of a customer in a state-entry campaign."""
+
+    entered_on: dt.date
+    exited_on: dt.date | None = None
+    exit_reason: str | None = None
 
 
 @dataclass
 class Outcome:
-    """What the model expects: sends (day, channel, row extras), holdout decisions and a trace per key."""
+    """What the model expects: sends (day, channel, row extras), holdout decisions and a trace per key.
+
+    ``bundled`` maps each anchor that went out inside another anchor's message to the message's key;
+    ``before_start`` holds the keys recorded as falling before the campaign started; ``entries`` the
+    episodes of state-entry campaigns (campaign -> customer -> episodes, oldest first).
+    """
 
     sent: dict[Key, tuple[dt.date, str]] = field(default_factory=dict)
     extras: dict[Key, dict[str, Any]] = field(default_factory=dict)
     holdout: set[Key] = field(default_factory=set)
+    bundled: dict[Key, Key] = field(default_factory=dict)
+    before_start: set[Key] = field(default_factory=set)
+    entries: dict[str, dict[str, list[Episode]]] = field(default_factory=lambda: defaultdict(dict))
+    activation: dict[str, dt.date] = field(default_factory=dict)
     trace: dict[Key, list[tuple[dt.date, str]]] = field(default_factory=lambda: defaultdict(list))
+
+    def handled(self, key: Key) -> bool:
+        """Sent, or sent inside another anchor's message: it counts as sent."""
+        return key in self.sent or key in self.bundled
 
 
 # --------------------------------------------------------------------------- the model
+
+
+def _falsy(value: object) -> bool:
+    return value is None or value is False or value == 0 or str(value).lower() in ("false", "0", "no")
 
 
 class Model:
@@ -270,7 +349,7 @@ class Model:
         self.content = content
         self.changes = list(changes)
         self.out = Outcome()
-        # campaign -> customer -> anchor -> last day a message of that anchor was sent
+        # campaign -> customer -> anchor -> last day a message led by that anchor was sent
         self.history: dict[str, dict[str, dict[str, dt.date]]] = defaultdict(lambda: defaultdict(dict))
         # (customer, channel) -> consent rows as (moment, opted_in), oldest first (undated rows first)
         self._consent: dict[tuple[str, str], list[tuple[dt.datetime, bool]]] = defaultdict(list)
@@ -314,7 +393,21 @@ class Model:
         r = self.wh.responses
         return r[r["received_at"] < pd.Timestamp(day + DAY)]
 
-    # ---- segments (one per campaign), each returning rows in anchor order
+    def answers_as_of(self, day: dt.date) -> dict[str, list[Answer]]:
+        """Each customer's answers received before the end of ``day``, oldest first."""
+        out: dict[str, list[Answer]] = defaultdict(list)
+        for r in records(self.responses_as_of(day).sort_values(["received_at", "id"], kind="stable")):
+            until = r["snooze_until"]
+            out[str(r["customer_id"])].append(
+                Answer(
+                    str(r["answer"]),
+                    r["received_at"].date(),
+                    None if until is None or pd.isna(until) else dt.date.fromisoformat(str(until)[:10]),
+                )
+            )
+        return out
+
+    # ---- segments (one per campaign)
 
     @staticmethod
     def _window(camp: CampaignConf, day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -323,20 +416,29 @@ class Model:
         end = pd.Timestamp(day + DAY - dt.timedelta(days=camp.anchor_offset_days))
         return start, end
 
+    @staticmethod
+    def _since(day: dt.date, days: int) -> pd.Timestamp:
+        """The start of the last ``days`` days, ``day`` included (the end of ``day`` less ``days``)."""
+        return pd.Timestamp(day + DAY - dt.timedelta(days=days))
+
     def seg_thank_you(self, camp: CampaignConf, day: dt.date, orders: pd.DataFrame, **_: Any) -> list[Row]:
-        """Buyers per booking day; referrers per referred booking (both: completed orders only)."""
+        """One row per completed booking (step thanks) and per referred completed booking (the referrer's
+        step referrer_thanks); bundling makes a guest's (a referrer's) bookings of one day one message."""
         start, end = self._window(camp, day)
         done = orders[(orders["status"] == "completed") & orders["ordered_at"].between(start, end, "left")]
         rows = [
-            Row(str(cid), d.isoformat(), d, step="thanks")
-            for (cid, d) in sorted(
-                {(c, t.date()) for c, t in zip(done["customer_id"], done["ordered_at"], strict=True)}
-            )
+            Row(str(r["customer_id"]), str(r["order_id"]), r["ordered_at"].to_pydatetime(), step="thanks")
+            for r in records(done)
         ]
-        ref = done[done["referred_by"].notna()]
         rows += [
-            Row(str(r["referred_by"]), str(r["order_id"]), r["ordered_at"].date(), step="referrer_thanks")
-            for r in records(ref)
+            Row(
+                str(r["referred_by"]),
+                str(r["order_id"]),
+                r["ordered_at"].to_pydatetime(),
+                step="referrer_thanks",
+                extra={"friend": str(r["customer_id"])},
+            )
+            for r in records(done[done["referred_by"].notna()])
         ]
         return rows
 
@@ -345,56 +447,48 @@ class Model:
     ) -> list[Row]:
         """Every booking in the window; returned or cancelled ones exit."""
         start, end = self._window(camp, day)
-        w = orders[orders["ordered_at"].between(start, end, "left")].sort_values(["ordered_at", "order_id"])
+        w = orders[orders["ordered_at"].between(start, end, "left")]
         exits = {"returned": "order returned", "cancelled": "order cancelled"}
         return [
             Row(
-                str(r["customer_id"]), str(r["order_id"]), r["ordered_at"].date(), exits.get(str(r["status"]))
+                str(r["customer_id"]),
+                str(r["order_id"]),
+                r["ordered_at"].to_pydatetime(),
+                exits.get(str(r["status"])),
             )
             for r in records(w)
         ]
 
-    def seg_referral_ask(
-        self, camp: CampaignConf, day: dt.date, orders: pd.DataFrame, responses: pd.DataFrame, **_: Any
-    ) -> list[Row]:
-        """Completed bookings of VIPs or positive responders; a return or a negative answer exits."""
+    def seg_referral_ask(self, camp: CampaignConf, day: dt.date, orders: pd.DataFrame, **_: Any) -> list[Row]:
+        """Completed bookings in the window, ``qualifies`` for VIPs; a booking returned within
+        ``return_exit_days`` exits (answers count through the response rules)."""
         start, end = self._window(camp, day)
         completed = orders[orders["status"] == "completed"]
         tiers = value_tiers(completed)
-        positive = set(responses.loc[responses["answer"] == "positive", "customer_id"])
-        negative = set(responses.loc[responses["answer"] == "negative", "customer_id"])
-        returners = set(orders.loc[orders["status"] == "returned", "customer_id"])
-        w = completed[completed["ordered_at"].between(start, end, "left")].sort_values(
-            ["ordered_at", "order_id"]
-        )
+        since = self._since(day, int(camp.params["return_exit_days"]))
+        returned = orders[(orders["status"] == "returned") & (orders["ordered_at"] >= since)]
+        returners = set(returned["customer_id"].astype(str))
+        w = completed[completed["ordered_at"].between(start, end, "left")]
         rows = []
         for r in records(w):
-            tier = tiers[r["customer_id"]]
-            if tier != "vip" and r["customer_id"] not in positive:
-                continue
-            reason = (
-                "returned a booking"
-                if r["customer_id"] in returners
-                else "negative response"
-                if r["customer_id"] in negative
-                else None
-            )
+            cid, tier = str(r["customer_id"]), str(tiers[r["customer_id"]])
             rows.append(
                 Row(
-                    str(r["customer_id"]),
+                    cid,
                     str(r["order_id"]),
-                    r["ordered_at"].date(),
-                    reason,
-                    extra={"value_tier": tier},
+                    r["ordered_at"].to_pydatetime(),
+                    "returned a booking" if cid in returners else None,
+                    extra={"value_tier": tier, "qualifies": tier == "vip"},
                 )
             )
         return rows
 
     def seg_dormant_reactivation(
-        self, camp: CampaignConf, day: dt.date, orders: pd.DataFrame, responses: pd.DataFrame, **_: Any
+        self, camp: CampaignConf, day: dt.date, orders: pd.DataFrame, **_: Any
     ) -> list[Row]:
-        """Last completed booking at least ``anchor_offset_days`` old; a negative answer or snooze exits."""
-        start, end = self._window(camp, day)
+        """Customers in the dormant state: a completed booking, none in the last ``dormant_days`` days.
+
+        Anchored on the last completed booking; :meth:`admit` re-anchors each on their entry day."""
         completed = orders[orders["status"] == "completed"]
         tiers = value_tiers(completed)
         last = (
@@ -402,23 +496,16 @@ class Model:
             .groupby("customer_id", sort=False)
             .head(1)
         )
-        last = last[last["ordered_at"].between(start, end, "left")].sort_values(["ordered_at", "order_id"])
-        negative = responses[responses["answer"] == "negative"]
-        last_negative = negative.groupby("customer_id")["received_at"].max().dt.date.to_dict()
-        later = responses[(responses["answer"] == "later") & responses["snooze_until"].notna()]
-        snoozed = later.groupby("customer_id")["snooze_until"].max().astype(str).to_dict()
-        rows = []
-        for r in records(last):
-            cid = str(r["customer_id"])
-            reason = None
-            if cid in last_negative and last_negative[cid] >= r["ordered_at"].date():
-                reason = "negative response"
-            elif cid in snoozed and snoozed[cid] > day.isoformat():
-                reason = "snoozed"
-            rows.append(
-                Row(cid, str(r["order_id"]), r["ordered_at"].date(), reason, extra={"value_tier": tiers[cid]})
+        last = last[last["ordered_at"] < self._since(day, int(camp.params["dormant_days"]))]
+        return [
+            Row(
+                str(r["customer_id"]),
+                str(r["order_id"]),
+                r["ordered_at"].to_pydatetime(),
+                extra={"value_tier": str(tiers[r["customer_id"]]), "last_order_id": str(r["order_id"])},
             )
-        return rows
+            for r in records(last)
+        ]
 
     def seg_buying_cycle_nurture(self, camp: CampaignConf, day: dt.date, **_: Any) -> list[Row]:
         """Latest stage-bearing event of the last ``activity_days``; the next unseen item of that stage."""
@@ -434,8 +521,9 @@ class Model:
             .head(1)
         )
         seen = self.history[camp.id]
+        today = dt.datetime.combine(day, dt.time())
         rows = []
-        for r in records(latest.sort_values("customer_id")):
+        for r in records(latest):
             cid = str(r["customer_id"])
             stage = self.content.stage_of[str(r["event_type"])]
             nxt = next(
@@ -443,27 +531,112 @@ class Model:
                 None,
             )
             if nxt is None:
-                rows.append(Row(cid, f"{stage}-complete", day, f"no unseen {stage} content left"))
+                rows.append(Row(cid, f"{stage}-complete", today, f"no unseen {stage} content left"))
             else:
-                rows.append(Row(cid, str(nxt["id"]), day, extra={"stage": stage, "item": nxt}))
+                rows.append(Row(cid, str(nxt["id"]), today, extra={"stage": stage, "item": nxt}))
         return rows
 
-    # ---- the sequence engine
+    # ---- entries, response rules, due steps, bundles
+
+    def admit(self, camp: CampaignConf, day: dt.date, rows: list[Row]) -> list[Row]:
+        """State entry: each matching customer continues their open episode or enters one today (within the
+        daily limit, in segment order, and ``reentry_days`` after their previous entry); an open episode
+        older than that is closed and a new one starts; open episodes of customers who no longer match
+        are closed. Rows come back anchored on the entry day (``entry:<day>``)."""
+        episodes = self.out.entries[camp.id]
+        entered_today = sum(1 for eps in episodes.values() for e in eps if e.entered_on == day)
+        wait = None if camp.reentry_days is None else dt.timedelta(days=camp.reentry_days)
+        seen: set[str] = set()
+        out: list[Row] = []
+        for row in rows:
+            cid = row.customer_id
+            if cid in seen:
+                continue
+            seen.add(cid)
+            mine = episodes.setdefault(cid, [])
+            latest = mine[-1] if mine else None
+            recent = latest is not None and (wait is None or latest.entered_on + wait > day)
+            if latest is not None and latest.exited_on is None and recent:
+                out.append(self._anchored(row, latest.entered_on))
+                continue
+            if latest is not None and latest.exited_on is not None and recent and wait is not None:
+                continue  # the re-entry wait after the previous episode
+            if camp.max_entries_per_day is not None and entered_today >= camp.max_entries_per_day:
+                continue  # today's entries are used up: a later day
+            if latest is not None and latest.exited_on is None:
+                latest.exited_on, latest.exit_reason = day, "re-entry period over"
+            mine.append(Episode(day))
+            entered_today += 1
+            out.append(self._anchored(row, day))
+        for cid, eps in episodes.items():
+            if cid not in seen and eps and eps[-1].exited_on is None and eps[-1].entered_on < day:
+                eps[-1].exited_on, eps[-1].exit_reason = day, "left the segment"
+        return out
 
     @staticmethod
-    def due(camp: CampaignConf, row: Row, day: dt.date) -> list[StepConf]:
-        """Steps whose day (anchor + offset + delay) is today or within the catch-up window."""
+    def _anchored(row: Row, entered_on: dt.date) -> Row:
+        at = dt.datetime.combine(entered_on, dt.time())
+        extra = {**row.extra, "segment_anchor_id": row.anchor_id}
+        return Row(row.customer_id, f"entry:{entered_on.isoformat()}", at, row.exit_reason, row.step, extra)
+
+    @staticmethod
+    def apply_rules(camp: CampaignConf, rows: list[Row], answers: dict[str, list[Answer]]) -> list[Row]:
+        """The campaign's response rules: drop, exit or pause rows by what their customer answered."""
+        rules = camp.responses
+        out = []
+        for row in rows:
+            mine = answers.get(row.customer_id, [])
+            if rules.qualify_on_positive and "qualifies" in row.extra and _falsy(row.extra["qualifies"]):
+                if not any(a.answer == "positive" for a in mine):
+                    continue
+            if rules.exit_on_negative != "never" and not row.exit_reason:
+                since = row.anchor_day if rules.exit_on_negative == "since_anchor" else dt.date.min
+                said_no = [a.on for a in mine if a.answer == "negative" and a.on >= since]
+                if said_no:
+                    row = replace(row, exit_reason=f"negative response on {said_no[-1]}")
+            if rules.snooze:
+                later = [a for a in mine if a.answer == "later" and a.snooze_until and a.on >= row.anchor_day]
+                if later and later[-1].snooze_until is not None:
+                    row = replace(row, pause=(later[-1].on, later[-1].snooze_until))
+            out.append(row)
+        return out
+
+    @staticmethod
+    def step_days(camp: CampaignConf, row: Row) -> list[tuple[StepConf, dt.date]]:
+        """Each step's day: anchor + offset + delay; after a snooze received on day r and ending on day u,
+        every step day >= r moves by max(0, u - the first such day)."""
         start = row.anchor_day + dt.timedelta(days=camp.anchor_offset_days)
+        days = [start + dt.timedelta(days=s.delay_days) for s in camp.steps]
+        if row.pause is not None:
+            received, until = row.pause
+            upcoming = [d for d in days if d >= received]
+            shift = dt.timedelta(days=max(0, (until - min(upcoming)).days) if upcoming else 0)
+            days = [d + shift if d >= received else d for d in days]
+        return list(zip(camp.steps, days, strict=True))
+
+    def due(self, camp: CampaignConf, row: Row, day: dt.date) -> list[tuple[StepConf, dt.date]]:
+        """Steps (with their day) that fall on ``day`` or within the catch-up window before it."""
         earliest = day - dt.timedelta(days=camp.catch_up_days)
         return [
-            s
-            for s in camp.steps
-            if earliest <= start + dt.timedelta(days=s.delay_days) <= day and row.step in (None, s.id)
+            (s, d) for s, d in self.step_days(camp, row) if earliest <= d <= day and row.step in (None, s.id)
         ]
+
+    def bundles(
+        self, camp: CampaignConf, rows: list[Row], day: dt.date, not_before: dt.date | None
+    ) -> list[tuple[StepConf, dt.date, bool, list[Row]]]:
+        """(step, step day, before start?, rows): a customer's due rows of one step and step day, in
+        segment order, the first leading. Steps before the start stand alone (each is recorded)."""
+        groups: dict[tuple[str, str, dt.date, str], tuple[StepConf, dt.date, bool, list[Row]]] = {}
+        for row in sorted(rows, key=lambda r: r.order):
+            for step, step_day in self.due(camp, row, day):
+                early = not_before is not None and step_day < not_before
+                slot = (row.customer_id, step.id, step_day, row.anchor_id if early else "")
+                groups.setdefault(slot, (step, step_day, early, []))[3].append(row)
+        return list(groups.values())
 
     def reentry(self, camp: CampaignConf, key: Key, day: dt.date) -> str | None:
         """Why a new anchor must wait: another anchor of the campaign was messaged too recently."""
-        if camp.reentry_days is None or key in self.out.sent:
+        if camp.entry != "event" or camp.reentry_days is None or self.out.handled(key):
             return None
         _, _, cid, anchor = key
         recent = [
@@ -473,40 +646,62 @@ class Model:
         ]
         return f"re-entry wait (last {max(recent)})" if recent else None
 
+    # ---- decisions
+
     def decide(self, camp: CampaignConf, day: dt.date, rows: list[Row]) -> None:
-        """Channel, exit/re-entry, holdout, already sent, in that order; record sends."""
-        for row in rows:
-            for step in self.due(camp, row, day):
-                key: Key = (camp.id, step.id, row.customer_id, row.anchor_id)
-                trace = self.out.trace[key]
-                if row.customer_id not in self.personas:
-                    trace.append((day, "unknown customer"))
-                    continue
-                channel = self.channel_of(camp.channels, row.customer_id, self.moment(day))
-                if channel is None:
-                    trace.append((day, "no usable channel"))
-                    continue
-                reason = row.exit_reason or self.reentry(camp, key, day)
-                if reason:
-                    trace.append((day, f"exited: {reason}"))
-                elif in_holdout(camp.id, row.customer_id, camp.holdout_percent):
-                    trace.append((day, "holdout"))
-                    self.out.holdout.add(key)
-                elif key in self.out.sent:
-                    trace.append((day, "already sent"))
-                else:
-                    trace.append((day, f"sent by {channel}"))
-                    self.out.sent[key] = (day, channel)
-                    self.out.extras[key] = row.extra
-                    self.history[camp.id][row.customer_id][row.anchor_id] = day
+        """Entries, response rules, bundles; then before start, exit/re-entry, channel, holdout, already
+        sent (the order of the product's rules); record sends and bundled anchors. A bundle is decided as
+        one message, on its lead row: the lead's exit reason (or re-entry wait) holds for the whole message,
+        and the other rows' own exit reasons do not keep them out of it."""
+        activated = self.out.activation.setdefault(camp.id, day)  # the first run is the activation
+        not_before = activated - dt.timedelta(days=camp.backfill_days) if camp.entry == "event" else None
+        rows = sorted(rows, key=lambda r: r.order)
+        if camp.entry == "state":
+            rows = self.admit(camp, day, rows)
+        rows = self.apply_rules(camp, rows, self.answers_as_of(day))
+        for step, step_day, early, members in self.bundles(camp, rows, day, not_before):
+            lead = members[0]
+            key: Key = (camp.id, step.id, lead.customer_id, lead.anchor_id)
+            others: list[Key] = [(camp.id, step.id, m.customer_id, m.anchor_id) for m in members[1:]]
+            trace = self.out.trace[key]
+            if lead.customer_id not in self.personas:
+                trace.append((day, "unknown customer"))
+                continue
+            if early:
+                trace.append((day, f"before start (step day {step_day})"))
+                self.out.before_start.add(key)
+                continue
+            if not self.out.handled(key) and any(k in self.out.sent for k in others):
+                trace.append((day, "already sent (another anchor of this step and day)"))
+                continue
+            channel = self.channel_of(camp.channels, lead.customer_id, self.moment(day))
+            if channel is None:
+                trace.append((day, "no usable channel"))
+                continue
+            reason = lead.exit_reason or self.reentry(camp, key, day)
+            if reason:
+                trace.append((day, f"exited: {reason}"))
+            elif in_holdout(camp.id, lead.customer_id, camp.holdout_percent):
+                trace.append((day, "holdout"))
+                self.out.holdout.add(key)
+            elif self.out.handled(key):
+                trace.append((day, "already sent"))
+            else:
+                trace.append((day, f"sent by {channel} (step day {step_day}, {len(members)} anchor(s))"))
+                self.out.sent[key] = (day, channel)
+                self.out.extras[key] = {**lead.extra, "items": [m.anchor_id for m in members]}
+                self.history[camp.id][lead.customer_id][lead.anchor_id] = day
+                for other in others:
+                    if not self.out.handled(other):
+                        self.out.bundled[other] = key
+                        self.out.trace[other].append((day, f"bundled into {key[3]}"))
 
     def simulate(self, days: list[dt.date]) -> Outcome:
         """Every campaign on every day, highest priority first."""
         order = sorted(self.campaigns.values(), key=lambda c: -c.priority)
         for day in days:
             orders = self.orders_as_of(day)
-            responses = self.responses_as_of(day)
             for camp in order:
                 segment = getattr(self, f"seg_{camp.id}")
-                self.decide(camp, day, segment(camp, day, orders=orders, responses=responses))
+                self.decide(camp, day, segment(camp, day, orders=orders))
         return self.out

@@ -1,11 +1,14 @@
 """Sixty simulated days of every campaign, compared exactly with an independent pandas model.
 
 The demo warehouse (``demo_data.seed``) plus a few scripted customers is run day by day through
-``pipeline.run`` for every campaign, highest priority first. ``tests/expectations.py`` re-derives,
-from the same tables, who is due for which step of which anchor on which channel, who is held out
-and who exits; the sent messages (ledger and outbox) and the recorded holdout decisions must equal
-the model exactly. Frequency caps are disabled on purpose (99 a day / a week): their cross-campaign
-interplay is tested elsewhere, and here they would make the expected set depend on run order.
+``pipeline.run`` for every campaign, highest priority first; every campaign is activated on the first
+simulated day (START), so two years of history are not back-filled. ``tests/expectations.py``
+re-derives, from the same tables, who is due for which step of which anchor on which channel, who is
+held out, who exits, which anchors are bundled into one message, which steps fall before the start and
+who enters the dormant (state-entry) sequence when; the sent messages (ledger and outbox), the bundled
+anchors, the recorded holdout and before-start decisions and the entries must equal the model exactly.
+Frequency caps are disabled on purpose (99 a day / a week): their cross-campaign interplay is tested
+elsewhere, and here they would make the expected set depend on run order.
 SQLite runs with ``synchronous=OFF`` (a test database: durability is not under test, speed is).
 """
 
@@ -50,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 END = dt.date(2026, 11, 20)
 N_DAYS = 60
 START = END - dt.timedelta(days=N_DAYS - 1)
+DAY = dt.timedelta(days=1)
 DAYS = [START + dt.timedelta(days=i) for i in range(N_DAYS)]
 CUSTOMERS = 400
 SEND_HOUR = dt.time(15)
@@ -96,15 +100,16 @@ def pick_id(prefix: str, campaigns: dict[str, CampaignConf], held_out_of: Iterab
 def add_script(shop: Shop, campaigns: dict[str, CampaignConf]) -> Script:
     """Scripted customers (ids start with ``S``, orders with ``SO``); timings are days after START."""
     s = Script()
-    dormant = dt.timedelta(days=campaigns["dormant_reactivation"].anchor_offset_days)
+    dormant = dt.timedelta(days=int(campaigns["dormant_reactivation"].params["dormant_days"]))
 
     def customer(role: str, held_out_of: Iterable[str] = ()) -> str:
         cid = pick_id(f"S-{role}-", campaigns, held_out_of)
         s.ids[role] = shop.customer(customer_id=cid, first_name=role.title())
         return cid
 
-    def order(role: str, at: dt.datetime, total: float) -> str:
-        return shop.order(s.ids[role], at, total=total, order_id=f"SO-{role}-{at:%Y%m%d}")
+    def order(role: str, at: dt.datetime, total: float, referred_by: str | None = None) -> str:
+        oid = f"SO-{role}-{at:%Y%m%d%H}"
+        return shop.order(s.ids[role], at, total=total, order_id=oid, referred_by=referred_by)
 
     def respond(role: str, day: int, answer: str, snooze: int | None = None) -> None:
         until = START + dt.timedelta(days=snooze) if snooze is not None else None
@@ -139,13 +144,28 @@ def add_script(shop: Shop, campaigns: dict[str, CampaignConf]) -> Script:
     customer("buyer")
     order("buyer", on(2) - dormant, 400.0)
     s.ids["buyer_new_order"] = order("buyer", on(12), 260.0)
-    # "Ask me later" pauses dormant reactivation until the snooze date.
+    # "Ask me later" pauses dormant reactivation; it resumes at the next step once the snooze ends:
+    # enters on day 20 (reminder), snoozes on day 22 until day 30: the offer (day 27) waits for day 30,
+    # why_stop (34) and last_call (50) keep their spacing (37, 53).
     customer("snoozer")
     order("snoozer", on(20) - dormant, 310.0)
     respond("snoozer", 22, "later", snooze=30)
     # A dormant customer in the holdout: every step recorded as holdout, none sent.
     customer("holdout", held_out_of=["dormant_reactivation"])
     order("holdout", on(5) - dormant, 280.0)
+    # Two bookings on one day are one message per step (thanks, reassurance, get_the_most, ask); the
+    # positive answer makes the guest eligible for the referral ask whatever their tier.
+    customer("twice")
+    respond("twice", 1, "positive")
+    s.ids["twice_first"] = order("twice", on(8, 9), 210.0)
+    s.ids["twice_second"] = order("twice", on(8, 18), 190.0)
+    # Two friends a guest referred book on the same day: one referrer thank-you for both.
+    customer("referrer")
+    order("referrer", on(-100), 260.0)
+    customer("friend_a")
+    customer("friend_b")
+    s.ids["friend_a_order"] = order("friend_a", on(9, 10), 240.0, referred_by=s.ids["referrer"])
+    s.ids["friend_b_order"] = order("friend_b", on(9, 16), 250.0, referred_by=s.ids["referrer"])
     return s
 
 
@@ -164,7 +184,7 @@ class Logged:
     channel: str
     status: str
     day: dt.date
-    send_at: dt.datetime
+    send_at: dt.datetime | None
 
     @property
     def anchor_key(self) -> Key:
@@ -187,9 +207,20 @@ class Decided:
     detail: str
 
 
+@dataclass(frozen=True)
+class Entered:
+    """One row of loyalflow_entries: an episode of a state-entry campaign."""
+
+    campaign: str
+    customer_id: str
+    entered_on: dt.date
+    exited_on: dt.date | None
+    exit_reason: str | None
+
+
 @dataclass
 class Sim:
-    """What the product did (ledger, decisions, outbox) and what the model expects."""
+    """What the product did (ledger, decisions, entries, outbox) and what the model expects."""
 
     campaigns: dict[str, CampaignConf]
     script: Script
@@ -197,6 +228,7 @@ class Sim:
     expected: Outcome
     ledger: list[Logged]
     decisions: list[Decided]
+    entries: list[Entered]
     outbox: list[dict[str, Any]]
     seconds: float
     by_key: dict[Key, list[Decided]] = field(init=False)
@@ -210,6 +242,14 @@ class Sim:
     def sent_rows(self) -> list[Logged]:
         """Ledger rows with status ``sent``."""
         return [r for r in self.ledger if r.status == "sent"]
+
+    def bundled(self) -> set[Key]:
+        """Anchors recorded as sent inside another anchor's message (ledger status ``bundled``)."""
+        return {r.anchor_key for r in self.ledger if r.status == "bundled"}
+
+    def before_start(self) -> set[Key]:
+        """Keys with a recorded ``before_start`` decision."""
+        return {d.key for d in self.decisions if d.reason == "before_start"}
 
     def sent(self) -> set[Sent]:
         """(campaign, step, customer, anchor, channel) of every message sent."""
@@ -270,6 +310,26 @@ def happen(engine: sa.Engine, script: Script, day: dt.date) -> None:
             )
 
 
+def read_entries(engine: sa.Engine) -> list[Entered]:
+    """Every episode of every state-entry campaign."""
+
+    def day(value: Any) -> dt.date | None:
+        return None if value is None or pd.isna(value) else dt.date.fromisoformat(str(value)[:10])
+
+    with engine.connect() as conn:
+        rows = pd.read_sql_query(sa.text("SELECT * FROM loyalflow_entries"), conn)
+    return [
+        Entered(
+            r["campaign"],
+            r["customer_id"],
+            dt.date.fromisoformat(str(r["entered_on"])[:10]),
+            day(r["exited_on"]),
+            r["exit_reason"] if isinstance(r["exit_reason"], str) else None,
+        )
+        for r in records(rows)
+    ]
+
+
 def read_state(engine: sa.Engine) -> tuple[list[Logged], list[Decided]]:
     """The send ledger and the recorded decisions."""
     with engine.connect() as conn:
@@ -285,7 +345,9 @@ def read_state(engine: sa.Engine) -> tuple[list[Logged], list[Decided]]:
             r["channel"],
             r["status"],
             dt.date.fromisoformat(str(r["as_of"])[:10]),
-            pd.Timestamp(r["send_at"]).to_pydatetime(),
+            None
+            if r["send_at"] is None or pd.isna(r["send_at"])
+            else pd.Timestamp(r["send_at"]).to_pydatetime(),
         )
         for r in records(ledger)
     ]
@@ -337,7 +399,15 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Sim:
     expected = Model(warehouse, campaigns, content, script.changes, SEND_HOUR).simulate(DAYS)
     ledger, decisions = read_state(rt.state)
     return Sim(
-        campaigns, script, warehouse, expected, ledger, decisions, read_outbox(tmp / "outbox"), seconds
+        campaigns,
+        script,
+        warehouse,
+        expected,
+        ledger,
+        decisions,
+        read_entries(rt.state),
+        read_outbox(tmp / "outbox"),
+        seconds,
     )
 
 
@@ -389,9 +459,57 @@ def test_sent_messages_equal_the_model(sim: Sim) -> None:
     assert not wrong_day, f"sent on another day than expected (sent, actual, expected): {wrong_day[:10]}"
 
 
-def test_ledger_has_only_sent_rows(sim: Sim) -> None:
-    """Every claim of the simulation ended ``sent`` (nothing failed, unknown or left claimed)."""
-    assert {r.status for r in sim.ledger} <= {"sent"}, Counter(r.status for r in sim.ledger)
+def test_ledger_has_only_sent_and_bundled_rows(sim: Sim) -> None:
+    """Every claim of the simulation ended ``sent`` (nothing failed, unknown or left claimed); the other
+    anchors of a bundled message are ``bundled``, exactly those the model bundles, each on the day and in
+    the message (same campaign, step, customer) of a sent lead."""
+    assert {r.status for r in sim.ledger} <= {"sent", "bundled"}, Counter(r.status for r in sim.ledger)
+    expected, actual = set(sim.expected.bundled), sim.bundled()
+    assert actual == expected, diff(expected, actual, sim.why, sim.model_why)
+    assert expected, "the data must bundle something"
+    sent_on = {r.anchor_key: r.day for r in sim.sent_rows}
+    for r in (r for r in sim.ledger if r.status == "bundled"):
+        lead = sim.expected.bundled[r.anchor_key]
+        assert lead[:3] == r.anchor_key[:3] and sent_on[lead] == r.day, (r, lead)
+    per_campaign = Counter(k[0] for k in expected)
+    print(f"\nbundled anchors per campaign: {dict(per_campaign)}")
+    assert {"thank_you", "remorse_reduction", "referral_ask"} <= set(per_campaign), per_campaign
+
+
+def test_steps_before_the_start_are_recorded_and_never_sent(sim: Sim) -> None:
+    """Activation on START: an event-entry step whose day is before START is never sent; while it is in
+    the catch-up window it is recorded ``before_start``, exactly as the model says."""
+    expected, actual = sim.expected.before_start, sim.before_start()
+    assert actual == expected, diff(expected, actual, sim.why, sim.model_why)
+    assert {k[0] for k in expected} == {"thank_you", "remorse_reduction", "referral_ask"}, expected
+    assert {d.day for d in sim.decisions if d.reason == "before_start"} == {START, START + DAY}
+    assert not {r.anchor_key for r in sim.ledger} & actual
+    assert set(sim.expected.activation.values()) == {START}
+
+
+def test_dormant_entries_equal_the_model(sim: Sim) -> None:
+    """State entry: the dormant base enters on START, newly dormant guests on the day they turn dormant;
+    a guest who books again leaves (episode closed); loyalflow_entries equals the model's episodes."""
+    expected = {
+        Entered("dormant_reactivation", cid, e.entered_on, e.exited_on, e.exit_reason)
+        for cid, eps in sim.expected.entries["dormant_reactivation"].items()
+        for e in eps
+    }
+    actual = set(sim.entries)
+    assert actual == expected, (
+        sorted(expected - actual, key=repr)[:10],
+        sorted(actual - expected, key=repr)[:10],
+    )
+    by_day = Counter(e.entered_on for e in actual)
+    assert by_day[START] > 50 and len(by_day) > 5, by_day
+    ids = sim.script.ids
+    assert {e.entered_on for e in actual if e.customer_id == ids["snoozer"]} == {START + 20 * DAY}
+    (buyer,) = [e for e in actual if e.customer_id == ids["buyer"]]
+    assert (buyer.entered_on, buyer.exited_on, buyer.exit_reason) == (
+        START + 2 * DAY,
+        START + 12 * DAY,
+        "left the segment",
+    )
 
 
 def test_holdout_is_recorded_and_never_sent(sim: Sim) -> None:
@@ -435,6 +553,7 @@ def test_no_message_before_its_consent(sim: Sim) -> None:
         )
     early = []
     for r in sim.sent_rows:
+        assert r.send_at is not None, r
         known = [opted for at, opted in rows[(r.customer_id, r.channel)] if at <= r.send_at]
         if not (known and known[-1]):
             given = [str(at) for at, _ in rows[(r.customer_id, r.channel)]]
@@ -445,28 +564,37 @@ def test_no_message_before_its_consent(sim: Sim) -> None:
 
 
 def test_exits_are_honoured_in_what_was_sent(sim: Sim) -> None:
-    """No remorse/referral message for a booking not completed that day (referral: none after any return
-    or "no" either); no reactivation message after a newer completed booking or a "no" since the anchor."""
+    """No remorse/referral message for a booking not completed that day (referral: none within
+    return_exit_days of a returned booking, nor after any "no"); no reactivation message to a guest who
+    booked in the last dormant_days days, or who said "no" since entering the sequence."""
     responses = sim.warehouse.responses
+    params = {c: sim.campaigns[c].params for c in ("referral_ask", "dormant_reactivation")}
     bad: list[str] = []
     for r in sim.sent_rows:
         if r.campaign not in ("remorse_reduction", "referral_ask", "dormant_reactivation"):
             continue
         orders = orders_as_of(sim.warehouse.orders, sim.script.changes, r.day)
         mine = orders[orders["customer_id"] == r.customer_id]
-        anchor = records(mine[mine["order_id"] == r.anchor_id])[0]
         end = pd.Timestamp(r.day + dt.timedelta(days=1))
         mine_said = responses[(responses["customer_id"] == r.customer_id) & (responses["received_at"] < end)]
         said_no = mine_said[mine_said["answer"] == "negative"]
-        if r.campaign != "dormant_reactivation" and anchor["status"] != "completed":
-            bad.append(f"{r.sent} for a {anchor['status']} booking on {r.day}")
-        if r.campaign == "referral_ask" and ((mine["status"] == "returned").any() or not said_no.empty):
-            bad.append(f"{r.sent} on {r.day} after a return or a negative answer")
         if r.campaign == "dormant_reactivation":
-            newer = mine[(mine["status"] == "completed") & (mine["ordered_at"] > anchor["ordered_at"])]
-            no_since = said_no[said_no["received_at"] >= anchor["ordered_at"].normalize()]
-            if not newer.empty or not no_since.empty:
-                bad.append(f"{r.sent} on {r.day} after a newer booking or a negative answer")
+            entered = pd.Timestamp(dt.date.fromisoformat(r.anchor_id.removeprefix("entry:")))
+            dormant_since = end - pd.Timedelta(days=int(params["dormant_reactivation"]["dormant_days"]))
+            completed = mine[mine["status"] == "completed"]
+            if completed.empty or (completed["ordered_at"] >= dormant_since).any():
+                bad.append(f"{r.sent} on {r.day} to a guest who is not dormant")
+            if entered > pd.Timestamp(r.day) or not said_no[said_no["received_at"] >= entered].empty:
+                bad.append(f"{r.sent} on {r.day} before the entry or after a negative answer")
+            continue
+        anchor = records(mine[mine["order_id"] == r.anchor_id])[0]
+        if anchor["status"] != "completed":
+            bad.append(f"{r.sent} for a {anchor['status']} booking on {r.day}")
+        if r.campaign == "referral_ask":
+            since = end - pd.Timedelta(days=int(params["referral_ask"]["return_exit_days"]))
+            returned = mine[(mine["status"] == "returned") & (mine["ordered_at"] >= since)]
+            if not returned.empty or not said_no.empty:
+                bad.append(f"{r.sent} on {r.day} after a recent return or a negative answer")
     assert not bad, "\n".join(bad[:10])
 
 
@@ -513,16 +641,69 @@ def test_scripted_exits(sim: Sim) -> None:
     assert got("dormant_reactivation", "reminder", "buyer") and got("dormant_reactivation", "offer", "buyer")
     assert not got("dormant_reactivation", "why_stop", "buyer")
     assert not got("dormant_reactivation", "last_call", "buyer")
-    # "later" pauses: the offer falls in the snooze, the later steps go out
-    assert exited("dormant_reactivation", "offer", "snoozer", "snoozed")
-    assert not got("dormant_reactivation", "offer", "snoozer")
-    assert got("dormant_reactivation", "why_stop", "snoozer") and got(
-        "dormant_reactivation", "last_call", "snoozer"
+    # "later" pauses and the sequence resumes: the snoozer entered on day 20 (reminder that day), said
+    # "later" on day 22 until day 30; the offer (day 27) is not sent during the snooze but on day 30, the
+    # day the snooze ends, and the next steps keep their spacing: why_stop 34 -> 37, last_call 50 -> 53
+    snoozer = ids["snoozer"]
+    days_sent = {
+        r.step: r.day
+        for r in sim.sent_rows
+        if r.campaign == "dormant_reactivation" and r.customer_id == snoozer
+    }
+    resumed = {"reminder": 20, "offer": 30, "why_stop": 37, "last_call": 53}
+    assert days_sent == {step: START + n * DAY for step, n in resumed.items()}, days_sent
+    assert not [
+        d
+        for d in reasons("dormant_reactivation", "offer", "snoozer")
+        if START + 22 * DAY <= d.day < START + 30 * DAY
+    ], "the offer was considered during the snooze"
+    offer = sorted((d.day, d.reason) for d in reasons("dormant_reactivation", "offer", "snoozer"))
+    assert offer == [
+        (START + 30 * DAY, "sent"),
+        (START + 31 * DAY, "already_sent"),  # the catch-up days after it
+        (START + 32 * DAY, "already_sent"),
+    ], offer
+    anchor = f"entry:{START + 20 * DAY}"
+    assert all(
+        sim.expected.sent[("dormant_reactivation", step, snoozer, anchor)][0] == START + n * DAY
+        for step, n in resumed.items()
     )
     # the held-out dormant customer: every step recorded as holdout, nothing sent
     for step in ("reminder", "offer", "why_stop", "last_call"):
         assert {d.reason for d in reasons("dormant_reactivation", step, "holdout")} == {"holdout"}
         assert not got("dormant_reactivation", step, "holdout")
+
+
+def test_scripted_bundles(sim: Sim) -> None:
+    """Two bookings of one day: one message per step, led by the earlier booking, the later one bundled
+    (thanks on the day, reassurance day 3, get_the_most day 10, referral ask day 21); two referred
+    friends booking on one day: one thank-you to the referrer."""
+    ids = sim.script.ids
+    texts = sim.texts()
+    first, second = ids["twice_first"], ids["twice_second"]
+    steps = {
+        ("thank_you", "thanks"): 8,
+        ("remorse_reduction", "reassurance"): 11,
+        ("remorse_reduction", "get_the_most"): 18,
+        ("referral_ask", "ask"): 29,
+    }
+    for (campaign, step), day in steps.items():
+        lead, other = (campaign, step, ids["twice"], first), (campaign, step, ids["twice"], second)
+        rows = [r for r in sim.ledger if r.anchor_key[:3] == lead[:3]]
+        assert sorted((r.anchor_id, r.status, r.day) for r in rows) == [
+            (first, "sent", START + day * DAY),
+            (second, "bundled", START + day * DAY),
+        ], rows
+        assert sim.expected.bundled[other] == lead
+    (thanks,) = [r for r in sim.sent_rows if r.anchor_key[:3] == ("thank_you", "thanks", ids["twice"])]
+    assert "and 1 more" in texts[thanks.key], texts[thanks.key]
+    referrer = [
+        r for r in sim.ledger if r.anchor_key[:3] == ("thank_you", "referrer_thanks", ids["referrer"])
+    ]
+    assert sorted((r.anchor_id, r.status, r.day) for r in referrer) == [
+        (ids["friend_a_order"], "sent", START + 9 * DAY),
+        (ids["friend_b_order"], "bundled", START + 9 * DAY),
+    ], referrer
 
 
 def test_nurture_never_repeats_an_item_and_sends_the_expected_one(sim: Sim) -> None:
@@ -554,9 +735,9 @@ def test_dormant_offer_matches_value_tier(sim: Sim) -> None:
     assert sent and not wrong, wrong[:10]
 
 
-def test_same_day_bookings_start_the_sequence_on_the_earlier_one(settings: Settings, shop: Shop) -> None:
-    """Two bookings whose reassurance falls on the same day: the earlier booking starts the sequence and the
-    later one waits (re-entry), whatever order the warehouse stores the rows in (the model assumes this)."""
+def test_same_day_bookings_are_one_message_led_by_the_earlier_one(settings: Settings, shop: Shop) -> None:
+    """Two bookings whose reassurance falls on the same day: one message, led by the earlier booking, the
+    later one bundled into it, whatever order the warehouse stores the rows in (the model assumes this)."""
     campaigns = load_campaigns(settings.campaigns_dir)
     cid = shop.customer(customer_id=pick_id("X-", campaigns))
     shop.order(cid, dt.datetime(2026, 11, 1, 18), order_id="O-evening")  # stored first, booked later
@@ -568,4 +749,8 @@ def test_same_day_bookings_start_the_sequence_on_the_earlier_one(settings: Setti
         RunOptions(day, "same-day", now=dt.datetime.combine(day, SEND_HOUR)),
     )
     ledger, decisions = read_state(engine_for(settings.warehouse_url))
-    assert [r.anchor_id for r in ledger] == ["O-morning"], [(d.key[3], d.reason, d.detail) for d in decisions]
+    got = sorted((r.anchor_id, r.status) for r in ledger)
+    assert got == [("O-evening", "bundled"), ("O-morning", "sent")], [
+        (d.key[3], d.reason, d.detail) for d in decisions
+    ]
+    assert [d.key[3] for d in decisions] == ["O-morning"]

@@ -3,9 +3,10 @@
 Revisions live in ``migrations/versions``; the applied one is kept in ``loyalflow_alembic_version``, so
 it never meets Airflow's ``alembic_version`` when the state shares Airflow's or the warehouse's
 database. ``ensure_schema`` is what the stages call: at head it costs one query per engine URL and
-process; otherwise it runs ``upgrade``, which serialises concurrent callers (PostgreSQL: an advisory
-transaction lock; SQLite: ``BEGIN IMMEDIATE``) and adopts a database of the release before versioning
-(its tables, no version table) by completing it to the baseline revision and stamping that.
+process; otherwise it runs ``upgrade``. That serialises concurrent callers (threads: a lock; processes:
+a PostgreSQL advisory transaction lock, or ``BEGIN IMMEDIATE`` on SQLite) and adopts a database of the
+release before versioning (its tables, no version table): it completes it to the baseline revision and
+stamps that, then upgrades as usual.
 
 A new revision: change ``tables.py``, then against a database at head::
 
@@ -20,6 +21,7 @@ review the file (write it out explicitly, never from the models) and bump ``HEAD
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,9 @@ LOCK_KEY = 0x6C6F79616C666C6F  # "loyalflo": one PostgreSQL advisory lock for ev
 LEGACY_MARKER = "loyalflow_ledger"  # present in every database the previous releases created
 
 _at_head: set[str] = set()  # engine URLs known to be at HEAD in this process
+# Alembic's ``context`` and ``op`` are module-wide proxies: one migration at a time per process, even on
+# different databases. Taken before the database lock, so the order is always the same.
+_in_process = threading.Lock()
 
 
 class Upgrade(NamedTuple):
@@ -151,7 +156,7 @@ def _in_memory(url: sa.URL) -> bool:
 @contextmanager
 def _locked(engine: sa.Engine) -> Iterator[sa.Connection]:
     """One transaction that only one upgrader at a time holds; committed when the block succeeds."""
-    with engine.connect() as conn:
+    with _in_process, engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         elif conn.dialect.name == "sqlite":

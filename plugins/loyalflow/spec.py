@@ -224,6 +224,8 @@ class Brand(_Strict):
     support_phone: str
     support_url: str
     sms_sender: str = Field(default="LOYALFLOW", max_length=11)
+    primary_color: str = Field(default="#1f3b4d", pattern=r"^#[0-9a-fA-F]{6}$")  # preference centre
+    logo_text: str | None = Field(default=None, max_length=60)  # the masthead; default: the name
 
 
 def load_brand(campaigns_dir: Path) -> Brand:

@@ -90,6 +90,7 @@ def test_forged_or_altered_token_is_refused_and_changes_nothing(
         assert client.get(f"/unsubscribe/{bad}").status_code == 400
         assert client.post(f"/unsubscribe/{bad}").status_code == 400
         assert client.get(f"/respond/{bad}/positive").status_code == 400
+        assert client.post(f"/respond/{bad}/positive").status_code == 400
     assert (count(shop.engine, PREFS), count(st, supp_table), count(st, responses)) == before
     assert client.get(f"/preferences/{good}").status_code == 200
 
@@ -132,8 +133,11 @@ def test_preference_form_saves_consent_rows_and_suppression(
 
 def test_respond_records_answers_and_snoozes(settings: Settings, shop: Shop, client: TestClient) -> None:
     cid = shop.customer()
-    assert client.get(f"/respond/{token(settings, cid)}/later").status_code == 200
-    assert client.get(f"/respond/{token(settings, cid)}/later").status_code == 200  # counted once a day
+    page = client.get(f"/respond/{token(settings, cid)}/later")  # a link scanner's GET records nothing
+    assert page.status_code == 200 and 'method="post"' in page.text and count(state(settings), responses) == 0
+    assert client.post(f"/respond/{token(settings, cid)}/later").status_code == 200
+    assert client.post(f"/respond/{token(settings, cid)}/later").status_code == 200  # counted once a day
+    assert client.post(f"/respond/{token(settings, cid)}/maybe").status_code == 400
     assert client.get(f"/respond/{token(settings, cid)}/maybe").status_code == 400
     with state(settings).connect() as conn:
         rows = conn.execute(sa.select(responses)).mappings().all()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+
+from loyalflow.errors import DatabaseError
 
 CUSTOMER_COLUMNS = (
     "customer_id",
@@ -23,15 +26,67 @@ CUSTOMER_COLUMNS = (
 ID_BATCH = 900  # stays under SQLite's bound-parameter limit
 
 
+DATABASE_SETTINGS = "LOYALFLOW_WAREHOUSE_URL, LOYALFLOW_STATE_URL, --warehouse or LOYALFLOW_WAREHOUSE_CONN_ID"
+
+
+def _shown(url: str) -> str:
+    """The URL without its password."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class DatabaseUnreachable(DatabaseError, sa.exc.OperationalError):
+    """No connection could be opened: one line for the user, still an ``OperationalError`` for code
+    that catches SQLAlchemy's errors (``orig`` is the driver's exception)."""
+
+    def __init__(self, message: str, orig: BaseException) -> None:
+        sa.exc.OperationalError.__init__(self, None, None, orig)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, (self.message, self.orig)
+
+
+def _cannot_connect(ctx: sa.engine.ExceptionContext) -> None:
+    """Opening a connection failed (not a statement, not a pre-ping): one line naming the database."""
+    if ctx.connection is None and not ctx.is_pre_ping and ctx.engine is not None:
+        raise DatabaseUnreachable(
+            f"cannot connect to database {ctx.engine.url.render_as_string(hide_password=True)}: "
+            f"{_first_line(ctx.original_exception)} (check {DATABASE_SETTINGS})",
+            ctx.original_exception,
+        )
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> sa.Engine:
-    """A pooled engine per URL (SQLite gets a busy timeout so concurrent tasks wait, not fail)."""
-    if url.startswith("sqlite"):
-        database = sa.engine.make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/ yet
-        return sa.create_engine(url, connect_args={"timeout": 60})
-    return sa.create_engine(url, pool_pre_ping=True)
+    """A pooled engine per URL (SQLite gets a busy timeout so concurrent tasks wait, not fail).
+
+    A malformed URL, a missing driver, or a database that cannot be reached when the first connection
+    opens is a one-line :class:`~loyalflow.errors.DatabaseError` (the URL shown without its password).
+    """
+    try:
+        if url.startswith("sqlite"):
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/ yet
+            engine = sa.create_engine(url, connect_args={"timeout": 60})
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError, OSError) as exc:
+        raise DatabaseError(
+            f"cannot use database {_shown(url)}: {_first_line(exc)} (check {DATABASE_SETTINGS})"
+        ) from None
+    sa.event.listen(engine, "handle_error", _cannot_connect)
+    return engine
 
 
 def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*") -> pd.DataFrame:

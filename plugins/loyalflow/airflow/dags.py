@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from loyalflow.errors import LoyalflowError
 from loyalflow.settings import get_settings
 from loyalflow.spec import Campaign, load_campaign
 
@@ -15,6 +19,17 @@ if TYPE_CHECKING:
     from loyalflow.runtime import RunOptions, Runtime
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A :class:`LoyalflowError` is logged as its one line first, then re-raised (the task fails)."""
+    try:
+        yield
+    except LoyalflowError as exc:
+        log.error("%s", exc)
+        raise
 
 
 @lru_cache(maxsize=1)
@@ -82,16 +97,18 @@ def build_dag(campaign: Campaign) -> DAG:
             """Materialise the audience into chunk files; fails (sending nothing) if a sample render fails."""
             from loyalflow.pipeline import plan as plan_run
 
-            rt = _runtime()
-            return plan_run(rt, rt.campaign(campaign.id), run_options(get_current_context()))
+            with one_line_errors():
+                rt = _runtime()
+                return plan_run(rt, rt.campaign(campaign.id), run_options(get_current_context()))
 
         @task(max_active_tis_per_dagrun=4)
         def send_chunk(chunk: str) -> dict[str, int]:
             """Decide, render and send one chunk of the audience."""
             from loyalflow.pipeline import process_chunk
 
-            rt = _runtime()
-            return process_chunk(rt, rt.campaign(campaign.id), chunk, run_options(get_current_context()))
+            with one_line_errors():
+                rt = _runtime()
+                return process_chunk(rt, rt.campaign(campaign.id), chunk, run_options(get_current_context()))
 
         @task(trigger_rule="none_failed")
         def report() -> dict[str, int]:
@@ -99,11 +116,12 @@ def build_dag(campaign: Campaign) -> DAG:
             from loyalflow.audience.segments import discard
             from loyalflow.ops.reports import summary
 
-            rt, run_id = _runtime(), get_current_context()["run_id"]
-            frame = summary(rt.state, [run_id])
-            print(frame.to_string(index=False))
-            discard(rt.settings.work_url, campaign.id, run_id)
-            return {"sent": int(frame["sent"].sum()) if not frame.empty else 0}
+            with one_line_errors():
+                rt, run_id = _runtime(), get_current_context()["run_id"]
+                frame = summary(rt.state, [run_id])
+                print(frame.to_string(index=False))
+                discard(rt.settings.work_url, campaign.id, run_id)
+                return {"sent": int(frame["sent"].sum()) if not frame.empty else 0}
 
         send_chunk.expand(chunk=plan()) >> report()
     return dag
@@ -135,7 +153,8 @@ def dispatch_dag(schedule: str = "*/15 * * * *") -> DAG:
             """Send every scheduled message that is due."""
             from loyalflow.deliver.dispatch import dispatch
 
-            return dispatch(_runtime())
+            with one_line_errors():
+                return dispatch(_runtime())
 
         dispatch_due()
     return dag

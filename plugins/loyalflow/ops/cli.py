@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loyalflow.errors import LoyalflowError
+from loyalflow.errors import LoyalflowError, SettingsError
 from loyalflow.settings import Settings
 
 app = typer.Typer(
@@ -34,8 +34,19 @@ def _date(value: str) -> dt.date:
         raise LoyalflowError(f"--as-of must be a date as YYYY-MM-DD, got '{value}'") from None
 
 
+# Settings that command-line options override, named by their option in an error.
+_OPTIONS = {"warehouse_url": "--warehouse", "state_url": "--state", "outbox_dir": "--outbox"}
+
+
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """``Settings`` from the environment and options; an invalid one is a :class:`SettingsError`."""
+    from pydantic import ValidationError
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise SettingsError.from_validation(exc, {k: o for k, o in _OPTIONS.items() if k in given}) from None
 
 
 def _guarded(fn: Callable[[], int | None]) -> None:
@@ -229,12 +240,27 @@ def demo(
     as_of: Annotated[str, typer.Option("--as-of")] = "2026-11-20",
     customers: Annotated[int, typer.Option(help="Customers in the demo warehouse.")] = 5000,
     airflow: Annotated[bool, typer.Option(help="Run the final day through Airflow (dag.test).")] = True,
+    first_day: Annotated[
+        bool,
+        typer.Option(
+            "--first-day",
+            help="Instead: a business with two years of history and no earlier runs, run once for --as-of "
+            "(its own warehouse and outbox under out/first_day).",
+        ),
+    ] = False,
 ) -> None:
     """Seed the embedded warehouse and run every campaign."""
 
     def go() -> int:
-        from loyalflow.demo.run import run_demo
+        from loyalflow.demo.run import first_day_settings, run_demo, run_first_day
 
+        if first_day:
+            day = _date(as_of)
+            frame, entered = run_first_day(first_day_settings(_settings()), day, customers, console.print)
+            print_summary(frame, f"first day with loyalflow, {as_of}: audience, sent and skipped by reason")
+            for campaign_id, n in entered.items():
+                console.print(f"{campaign_id}: {n:,} customers entered on {as_of} (all who match)")
+            return 0
         frame = run_demo(_settings(), _date(as_of), customers, via_airflow=airflow, echo=console.print)
         print_summary(frame, f"demo as of {as_of}: audience, sent and skipped by reason")
         return 0
@@ -308,8 +334,11 @@ def serve(
         import uvicorn
 
         from loyalflow.compose.tokens import require_production_key
+        from loyalflow.runtime import Runtime
 
-        require_production_key(_settings(), host=host)  # a public preference centre needs a real key
+        settings = _settings()
+        require_production_key(settings, host=host)  # a public preference centre needs a real key
+        _ = Runtime(settings).state  # the database is checked before the port is bound
         uvicorn.run("loyalflow.web.preferences:app", host=host, port=port, log_level="warning")
         return 0
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from loyalflow.compose.tokens import require_production_key
 from loyalflow.deliver.channels.base import Channel, Message, SendResult
+from loyalflow.errors import SettingsError
 from loyalflow.settings import Settings
 
 
@@ -53,7 +56,9 @@ def channel_for(kind: str, settings: Settings) -> Channel:
             concurrency=s.sns_concurrency,
             **retries,
         )
-    raise ValueError(f"LOYALFLOW_{kind.upper()}_PROVIDER={provider} is not a known provider")
+    field = Settings.model_fields["email_provider" if kind == "email" else "sms_provider"]
+    known = ", ".join(get_args(field.annotation))
+    raise SettingsError(f"LOYALFLOW_{kind.upper()}_PROVIDER={provider} is not a known provider ({known})")
 
 
 __all__ = ["Channel", "Message", "SendResult", "channel_for"]

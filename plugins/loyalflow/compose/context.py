@@ -25,8 +25,20 @@ RESERVED = frozenset(
         "params",
         "referral_code",
         "referral_url",
+        "lang",
     }
 )
+COPY_LANGUAGE = "en"  # the language the shipped templates are written in
+
+
+def copy_language(campaign: Campaign) -> str:
+    """The language of the copy that is rendered (the email's ``lang``), not the customer's locale.
+
+    Templates are chosen by campaign, step and persona, never by locale, so the copy is the campaign's
+    language: English unless its templates are localised and ``params.language`` says so.
+    """
+    declared = campaign.params.get("language")
+    return declared.strip().lower() if isinstance(declared, str) and declared.strip() else COPY_LANGUAGE
 
 
 def links(settings: Settings, customer_id: str, channel: str, campaign: str) -> dict[str, Any]:
@@ -52,7 +64,8 @@ def build_context(
     channel: str,
     as_of: dt.date,
 ) -> dict[str, Any]:
-    """Segment columns at top level, plus customer, brand, links, greeting, params and referral code."""
+    """Segment columns at top level, plus customer, brand, links, greeting, params, referral code and
+    ``lang`` (the language of the copy, for the HTML layout's ``lang`` attribute)."""
     first = customer.get("first_name")
     first = first.strip() if isinstance(first, str) and first.strip() else None
     extras = {k: v for k, v in row.items() if k not in RESERVED}
@@ -63,6 +76,7 @@ def build_context(
         "first_name": first,
         "greeting": greeting(first),
         "brand": brand.model_dump(),
+        "lang": copy_language(campaign),
         "campaign": {"id": campaign.id, "name": campaign.name, "category": campaign.category},
         "step": step.id,
         "links": links(settings, str(customer["customer_id"]), channel, campaign.id),

@@ -1,0 +1,162 @@
+"""One-click unsubscribe through the real Airflow API server with the loyalflow plugin loaded.
+
+Airflow 3 mounts a plugin's ``fastapi_apps`` as sub-applications at their ``url_prefix`` (here
+``/loyalflow``, see plugins/loyalflow_plugin.py). Airflow's authentication is a dependency of its own
+routers (``/api/v2``, ``/ui``), not of mounted plugin apps: a mail provider's one-click POST needs no
+Airflow login, while ``/api/v2/dags`` still does. The test starts ``airflow api-server`` on a free
+loopback port in its own process group, with a private AIRFLOW_HOME, and stops the whole group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from loyalflow.compose.context import links
+from loyalflow.compose.tokens import LinkToken, sign
+from loyalflow.settings import Settings
+from loyalflow.state import consent as ledger
+from loyalflow.state import ensure_schema
+from tests.conftest import ROOT, TEST_KEY
+from tests.factories import Shop
+from tests.web.conftest import free_port
+
+pytestmark = pytest.mark.airflow
+AIRFLOW = Path(sys.executable).parent / "airflow"
+ONE_CLICK = {
+    "content": "List-Unsubscribe=One-Click",
+    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+}
+
+
+@dataclass
+class Server:
+    base: str  # http://127.0.0.1:PORT
+    settings: Settings  # what the server's loyalflow reads
+    log: Path
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (it forks workers), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    home = tmp_path / "airflow"
+    home.mkdir()
+    loyalflow = {
+        "LOYALFLOW_HOME": str(ROOT),
+        "LOYALFLOW_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.db'}",
+        "LOYALFLOW_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "LOYALFLOW_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "LOYALFLOW_WORK_URL": str(tmp_path / "work"),
+        "LOYALFLOW_SECRET_KEY": TEST_KEY,
+        "LOYALFLOW_PUBLIC_URL": f"http://127.0.0.1:{port}/loyalflow",
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOYALFLOW_"))},
+        **loyalflow,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
+    settings = Settings(
+        home=ROOT,
+        warehouse_url=loyalflow["LOYALFLOW_WAREHOUSE_URL"],
+        state_url=loyalflow["LOYALFLOW_STATE_URL"],
+        secret_key=TEST_KEY,
+        public_url=loyalflow["LOYALFLOW_PUBLIC_URL"],
+    )
+    ensure_schema(sa.create_engine(settings.state_url or ""))
+    migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stderr.decode()[-2000:]
+    log = tmp_path / "api-server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(AIRFLOW), "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped whole
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, f"api-server exited: {log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"api-server not healthy: {log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield Server(base, settings, log)
+    finally:
+        _stop(proc)
+
+
+def ledger_rows(settings: Settings, cid: str) -> list[tuple[str, str, bool, str]]:
+    engine = sa.create_engine(settings.state_url or "")
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(ledger).where(ledger.c.customer_id == cid).order_by(ledger.c.id))
+        rows = [(r.channel, r.scope, r.opted_in, r.source) for r in found]
+    engine.dispose()
+    return rows
+
+
+def test_one_click_through_the_airflow_api_server(api_server: Server) -> None:
+    settings = api_server.settings
+    shop = Shop(sa.create_engine(settings.warehouse_url))
+    cid, other = shop.customer(), shop.customer()
+    # the List-Unsubscribe URL an email carries, as the plugin serves it
+    url = links(settings, cid, "email", "thank_you")["unsubscribe"]
+    assert url.startswith(f"{api_server.base}/loyalflow/unsubscribe/")
+
+    with httpx.Client(timeout=30) as http:
+        # GET (a link scanner) only confirms
+        page = http.get(links(settings, other, "email", "thank_you")["unsubscribe"])
+        assert page.status_code == 200 and '<form method="post">' in page.text
+        assert ledger_rows(settings, other) == []
+
+        # one-click POST, twice: 2xx both times, one ledger row, no Airflow login needed
+        for _ in range(2):
+            response = http.post(url, **ONE_CLICK)
+            assert 200 <= response.status_code < 300, response.text[:500]
+            assert "set-cookie" not in response.headers
+        assert ledger_rows(settings, cid) == [("email", "all", False, "one_click")]
+
+        # forged and malformed tokens: 4xx, nothing recorded
+        forged = sign("another-key-another-key-another-key!", LinkToken(other, "email", "thank_you"))
+        for bad in (forged, "garbage", "x" * 4000):
+            response = http.post(f"{api_server.base}/loyalflow/unsubscribe/{bad}", **ONE_CLICK)
+            assert 400 <= response.status_code < 500, (bad[:20], response.status_code)
+        assert ledger_rows(settings, other) == []
+
+        # Airflow's own API still wants a login; the plugin's pages never did
+        assert http.get(f"{api_server.base}/api/v2/dags").status_code in (401, 403)
+        assert http.get(links(settings, cid, "email", "thank_you")["preferences"]).status_code == 200

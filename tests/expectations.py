@@ -12,7 +12,8 @@ re-entry waits, holdout, nurture's next unseen item, 80:20 value tiers) and the 
   ``entry:<day>``, steps counted from that day; leaving the state ends the episode, a new one may start
   ``reentry_days`` after the previous entry (the ledger-based re-entry wait is for event entry only);
 - *bundling*: a customer's due rows of one step and one step day are one message, led by the first row
-  in segment order (customer, anchor time, anchor id); the other anchors are ``bundled``;
+  in segment order (customer, anchor time, anchor id); the other anchors are ``bundled``; a row with an
+  exit reason never joins a bundle (it is decided, and recorded as exited, on its own);
 - *response rules* (``responses:`` in the YAML): ``qualify_on_positive``, ``exit_on_negative``
   (``ever`` / ``since_anchor``) and ``snooze`` (the next step waits for the snooze end, the later ones
   keep their spacing).
@@ -625,12 +626,14 @@ class Model:
         self, camp: CampaignConf, rows: list[Row], day: dt.date, not_before: dt.date | None
     ) -> list[tuple[StepConf, dt.date, bool, list[Row]]]:
         """(step, step day, before start?, rows): a customer's due rows of one step and step day, in
-        segment order, the first leading. Steps before the start stand alone (each is recorded)."""
+        segment order, the first leading. Steps before the start and exited anchors stand alone (each is
+        recorded on its own)."""
         groups: dict[tuple[str, str, dt.date, str], tuple[StepConf, dt.date, bool, list[Row]]] = {}
         for row in sorted(rows, key=lambda r: r.order):
             for step, step_day in self.due(camp, row, day):
                 early = not_before is not None and step_day < not_before
-                slot = (row.customer_id, step.id, step_day, row.anchor_id if early else "")
+                alone = early or bool(row.exit_reason)  # an exited anchor is decided on its own
+                slot = (row.customer_id, step.id, step_day, row.anchor_id if alone else "")
                 groups.setdefault(slot, (step, step_day, early, []))[3].append(row)
         return list(groups.values())
 
@@ -651,8 +654,7 @@ class Model:
     def decide(self, camp: CampaignConf, day: dt.date, rows: list[Row]) -> None:
         """Entries, response rules, bundles; then before start, exit/re-entry, channel, holdout, already
         sent (the order of the product's rules); record sends and bundled anchors. A bundle is decided as
-        one message, on its lead row: the lead's exit reason (or re-entry wait) holds for the whole message,
-        and the other rows' own exit reasons do not keep them out of it."""
+        one message, on its lead row (exited anchors never join a bundle: they are decided alone)."""
         activated = self.out.activation.setdefault(camp.id, day)  # the first run is the activation
         not_before = activated - dt.timedelta(days=camp.backfill_days) if camp.entry == "event" else None
         rows = sorted(rows, key=lambda r: r.order)

@@ -88,13 +88,13 @@ def bundles(
 ) -> list[tuple[Step, dt.date, list[dict[str, Any]]]]:
     """Due (step, day, anchor rows): anchors of one customer due for the same step on the same day are one
     message. Rows arrive ordered by customer and anchor, so the first anchor leads; the template sees
-    every anchor's row as ``items``. Steps on days before ``not_before`` come back as single rows too
-    (they are recorded as before the campaign started)."""
+    every anchor's row as ``items``. Steps on days before ``not_before`` (recorded as before the campaign
+    started) and rows with an exit reason (recorded as exited) stand alone, never inside a bundle."""
     groups: dict[tuple[str, str, dt.date], tuple[Step, list[dict[str, Any]]]] = {}
     for row in rows:
         for step, day in due_steps(campaign, row["anchor_at"], as_of, row.get("step"), row.get("_pause")):
-            late = not_before is not None and day < not_before
-            slot = (str(row["customer_id"]), step.id if not late else f"{step.id}|{row['anchor_id']}", day)
+            alone = (not_before is not None and day < not_before) or bool(row.get("exit_reason"))
+            slot = (str(row["customer_id"]), step.id if not alone else f"{step.id}|{row['anchor_id']}", day)
             groups.setdefault(slot, (step, []))[1].append(row)
     out = []
     for (_, _, day), (step, members) in groups.items():

@@ -79,6 +79,7 @@ COMMANDS: dict[str, Args] = {
     "serve": lambda s, t: ["serve", "--port", "0"],
     "db upgrade": lambda s, t: ["db", "upgrade"],
     "db current": lambda s, t: ["db", "current"],
+    "consent export": lambda s, t: ["consent", "export", "--since", str(AS_OF), "--out", str(t / "c.csv")],
 }
 SENDERS = ("run", "dispatch", "demo")
 

@@ -79,6 +79,14 @@ def check_sample(rt: Runtime, campaign: Campaign, sample: pd.DataFrame, as_of: d
     return rendered
 
 
+def open_channels(rt: Runtime, campaign: Campaign, opts: RunOptions) -> None:
+    """Set up the campaign's providers first, so a Connection or settings error stops the run before any
+    decision, cap reservation or claim (a dry run sends nothing and needs none)."""
+    if not opts.dry_run:
+        for kind in campaign.channels:
+            rt.channel(kind)
+
+
 def settle(rt: Runtime, campaign: Campaign) -> None:
     """Settle what earlier runs left in doubt, before deciding anything.
 
@@ -94,6 +102,7 @@ def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
 
     A real run records the campaign's activation; a state-entry campaign admits its entries here.
     """
+    open_channels(rt, campaign, opts)
     settle(rt, campaign)
     activation_day(rt.state, campaign, opts)
     chunks = materialise(
@@ -119,6 +128,7 @@ def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
 
 def process_chunk(rt: Runtime, campaign: Campaign, chunk_url: str, opts: RunOptions) -> dict[str, int]:
     """Decide, render, send and record one audience chunk; returns counts by reason."""
+    open_channels(rt, campaign, opts)
     not_before = None
     if campaign.entry == "event":
         not_before = earliest_step_day(campaign, activation_day(rt.state, campaign, opts))

@@ -86,14 +86,16 @@ def dispatch(rt: Runtime, now: dt.datetime | None = None, limit: int = 10_000) -
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with rt.state.connect() as conn:
         rows = conn.execute(
-            sa.select(ledger.c.idempotency_key, ledger.c.payload, ledger.c.category)
+            sa.select(ledger.c.idempotency_key, ledger.c.payload, ledger.c.category, ledger.c.channel)
             .where(ledger.c.status == "scheduled", ledger.c.send_at <= now + SLACK)
             .order_by(ledger.c.send_at)
             .limit(limit)
         ).all()
+    for kind in sorted({row.channel for row in rows}):  # a set-up error stops before any row is taken
+        rt.channel(kind)
     counts: dict[str, int] = {}
     by_kind: dict[str, list[Message]] = {}
-    for key, payload, category in rows:
+    for key, payload, category, _ in rows:
         with rt.state.begin() as conn:
             if not _take(conn, key):
                 continue

@@ -21,7 +21,7 @@ import io
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from faker import Faker
 
@@ -241,12 +242,14 @@ def _slug(text: str) -> str:
     return "".join(c for c in plain if c.isalnum()) or "guest"
 
 
-def _digits(rng: np.random.Generator, pattern: str, k: int) -> np.ndarray:
-    """``k`` strings of ``pattern`` with each ``#`` replaced by a random digit (vectorised)."""
-    out = pd.Series([""] * k, dtype=object)
-    for ch in pattern:
-        out = out + (pd.Series(rng.integers(0, 10, k).astype(str)) if ch == "#" else ch)
-    return out.to_numpy(dtype=object)
+def _labels(values: Sequence[str], codes: np.ndarray) -> pd.Series:
+    """``values[codes]`` as a string Series (an Arrow take: no Python object per row)."""
+    return pd.Series(pd.array(list(values), dtype="str").take(np.asarray(codes, dtype="int64")))
+
+
+def _digits(rng: np.random.Generator, k: int, width: int) -> pd.Series:
+    """``k`` random strings of ``width`` decimal digits."""
+    return pd.Series(rng.integers(0, 10**width, k)).astype(str).str.zfill(width)
 
 
 def _customers(rng: np.random.Generator, n: int, seed: int, t0: int, start: int) -> pd.DataFrame:
@@ -255,41 +258,53 @@ def _customers(rng: np.random.Generator, n: int, seed: int, t0: int, start: int)
     created = np.sort(rng.integers(start - 120 * DAY, t0 - DAY, n))
     persona = rng.choice(len(PERSONAS), size=n, p=PERSONA_SHARE)
     loc = rng.choice(len(LOCALES), size=n, p=[x[1] for x in LOCALES])
-    first = np.empty(n, dtype=object)
-    last = np.empty(n, dtype=object)
-    phone = np.empty(n, dtype=object)
-    tz = np.empty(n, dtype=object)
-    for li, (locale, _, zones, pattern) in enumerate(LOCALES):
-        rows = np.flatnonzero(loc == li)
+    pool = 400  # names per locale, drawn once from a seeded Faker
+    firsts: list[str] = []
+    lasts: list[str] = []
+    zones: list[str] = []
+    zone_start, zone_count = np.zeros(len(LOCALES), dtype="int64"), np.zeros(len(LOCALES), dtype="int64")
+    for li, (locale, _, tzs, _) in enumerate(LOCALES):
         fake = Faker(locale)
         fake.seed_instance(seed + li)
-        firsts = np.array([fake.first_name() for _ in range(400)], dtype=object)
-        lasts = np.array([fake.last_name() for _ in range(400)], dtype=object)
-        first[rows] = firsts[rng.integers(0, len(firsts), len(rows))]
-        last[rows] = lasts[rng.integers(0, len(lasts), len(rows))]
-        tz[rows] = np.array(zones, dtype=object)[rng.integers(0, len(zones), len(rows))]
-        if "{area}" in pattern:
-            areas = np.array(US_AREAS)[rng.integers(0, len(US_AREAS), len(rows))].astype(str)
-            head, tail = pattern.split("{area}")
-            phone[rows] = head + pd.Series(areas) + pd.Series(_digits(rng, tail, len(rows)))
+        firsts += [fake.first_name() for _ in range(pool)]
+        lasts += [fake.last_name() for _ in range(pool)]
+        zone_start[li], zone_count[li] = len(zones), len(tzs)
+        zones += tzs
+    first_i = loc * pool + rng.integers(0, pool, n)
+    last_i = loc * pool + rng.integers(0, pool, n)
+    tz_i = zone_start[loc] + (rng.random(n) * zone_count[loc]).astype("int64")
+    phone = pd.Series(pd.array([None] * n, dtype="str"))
+    for li, (_, _, _, pattern) in enumerate(LOCALES):
+        rows = np.flatnonzero(loc == li)
+        head, _, tail = pattern.partition("#")
+        digits = _digits(rng, len(rows), tail.count("#") + 1)
+        if "{area}" in head:
+            area = _labels([str(a) for a in US_AREAS], rng.integers(0, len(US_AREAS), len(rows)))
+            before, _, after = head.partition("{area}")
+            numbers = before + area + after + digits
         else:
-            phone[rows] = _digits(rng, pattern, len(rows))
+            numbers = head + digits
+        phone.iloc[rows] = numbers.to_numpy()
     phone[rng.random(n) < 0.08] = None  # some customers never gave a number
-    slugs = {name: _slug(name) for name in {*first, *last}}
+    first, last = _labels(firsts, first_i), _labels(lasts, last_i)
     local = (
-        pd.Series(first).map(slugs) + "." + pd.Series(last).map(slugs) + "." + pd.Series(number).astype(str)
+        _labels([_slug(x) for x in firsts], first_i)
+        + "."
+        + _labels([_slug(x) for x in lasts], last_i)
+        + "."
+        + pd.Series(number).astype(str)
     )
-    domain = np.array(["example.com", "example.org", "example.net"], dtype=object)[rng.integers(0, 3, n)]
+    domain = _labels(("example.com", "example.org", "example.net"), rng.integers(0, 3, n))
     return pd.DataFrame(
         {
             "customer": number,
-            "email": (local + "@" + pd.Series(domain)).to_numpy(dtype=object),
+            "email": local + "@" + domain,
             "phone": phone,
             "first_name": first,
             "last_name": last,
-            "locale": np.array([x[0] for x in LOCALES], dtype=object)[loc],
-            "timezone": tz,
-            "persona": np.array(PERSONAS, dtype=object)[persona],
+            "locale": _labels([x[0] for x in LOCALES], loc),
+            "timezone": _labels(zones, tz_i),
+            "persona": _labels(PERSONAS, persona),
             "created_at": _times(created),
         }
     )
@@ -322,7 +337,7 @@ def _orders(rng: np.random.Generator, created: np.ndarray, total: int, t0: int, 
     rep_at = np.maximum(rep_at, created[cust[src]])  # not before the customer signed up
     cust = np.concatenate([cust, cust[src]])
     at = np.concatenate([at, rep_at])
-    order = np.lexsort((cust, at))  # order numbers follow time, like an identity column
+    order = np.argsort(at * n + cust)  # order numbers follow time (then customer), like an identity column
     cust, at = cust[order], at[order]
     status = rng.choice(len(STATUSES), size=total, p=STATUS_SHARE)
     product = rng.choice(len(PRODUCTS), size=total, p=PRODUCT_SHARE)
@@ -337,8 +352,8 @@ def _orders(rng: np.random.Generator, created: np.ndarray, total: int, t0: int, 
             "customer": cust + 1,
             "ordered_at": _times(at),
             "total": price,
-            "status": np.array(STATUSES, dtype=object)[status],
-            "product": np.array([p[0] for p in PRODUCTS], dtype=object)[product],
+            "status": _labels(STATUSES, status),
+            "product": _labels([p[0] for p in PRODUCTS], product),
             "referrer": referrer,
         }
     )
@@ -393,16 +408,19 @@ def _events(rng: np.random.Generator, created: np.ndarray, k: int, t0: int, star
     lo = np.where(recent, np.maximum(lo, t0 - 29 * DAY), lo)
     at = lo + (rng.random(k) * (t0 + DAY - lo)).astype("int64")
     kind = rng.choice(len(EVENT_TYPES), size=k, p=EVENT_SHARE)
-    slug = pd.Series(np.array(EVENT_TYPES, dtype=object)[kind]).str.replace("_", "-")
-    content = (slug + "-" + pd.Series(rng.integers(1, 9, k).astype(str))).to_numpy(dtype=object)
-    content[rng.random(k) < 0.1] = None
+    content_number = rng.integers(1, 9, k)
+    no_content = rng.random(k) < 0.1
     order = np.lexsort((kind, cust, at))
+    kind, content_number, no_content = kind[order], content_number[order], no_content[order]
+    slugs = [t.replace("_", "-") + "-" for t in EVENT_TYPES]
+    content = _labels(slugs, kind) + pd.Series(content_number).astype(str)
+    content[no_content] = None
     return pd.DataFrame(
         {
             "customer": cust[order] + 1,
-            "event_type": np.array(EVENT_TYPES, dtype=object)[kind[order]],
+            "event_type": _labels(EVENT_TYPES, kind),
             "occurred_at": _times(at[order]),
-            "content_id": content[order],
+            "content_id": content,
         }
     )
 
@@ -506,10 +524,36 @@ def iso_text(frame: pd.DataFrame, suffix: str = "") -> pd.DataFrame:
     for name in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[name]):
             values = out[name].to_numpy().astype("datetime64[s]")
-            text = pd.Series(np.datetime_as_string(values, unit="s"), index=out.index)
-            text = text.str.replace("T", " ", regex=False) + suffix
+            text = pd.Series(pa.array(_iso_bytes(values)).cast(pa.string()), index=out.index) + suffix
             out[name] = text.where(out[name].notna(), None)
     return out
+
+
+def _iso_bytes(values: np.ndarray) -> np.ndarray:
+    """``datetime64[s]`` as ``S19`` byte strings ``YYYY-MM-DD HH:MM:SS``, digit by digit (years 1000-9999;
+    NaT comes out as garbage for the caller to mask)."""
+    valid = ~np.isnat(values)
+    seconds = np.where(valid, values.astype("int64"), 0)
+    days, clock = np.divmod(seconds, DAY)
+    day = np.datetime64("1970-01-01", "D") + days.astype("timedelta64[D]")
+    year = day.astype("datetime64[Y]").astype("int64") + 1970
+    month = day.astype("datetime64[M]").astype("int64") % 12 + 1
+    dom = (day - day.astype("datetime64[M]")).astype("int64") + 1
+    parts = (
+        (year, 4), (b"-", 0), (month, 2), (b"-", 0), (dom, 2), (b" ", 0),
+        (clock // 3600, 2), (b":", 0), (clock // 60 % 60, 2), (b":", 0), (clock % 60, 2),
+    )  # fmt: skip
+    out = np.empty((len(values), 19), dtype=np.uint8)
+    col = 0
+    for part, width in parts:
+        if isinstance(part, bytes):
+            out[:, col] = part[0]
+            col += 1
+            continue
+        for i in range(width):
+            out[:, col + i] = ord("0") + part // 10 ** (width - 1 - i) % 10
+        col += width
+    return out.view("S19").ravel()
 
 
 def load_sqlite(engine: sa.Engine, tables: dict[str, pd.DataFrame], ids: IdKind) -> None:

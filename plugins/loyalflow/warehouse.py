@@ -75,8 +75,9 @@ def engine_for(url: str) -> sa.Engine:
     """
     try:
         if url.startswith("sqlite"):
-            database = sa.engine.make_url(url).database
-            if database and database != ":memory:":
+            parsed = sa.engine.make_url(url)
+            database = parsed.database
+            if database and database != ":memory:" and parsed.query.get("uri") != "true":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/ yet
             engine = sa.create_engine(url, connect_args={"timeout": 60})
         else:

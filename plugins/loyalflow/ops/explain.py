@@ -34,14 +34,12 @@ def consent_history(warehouse: sa.Engine, state: sa.Engine, customer_id: str, or
             "source": row.source,
             "at": row.consented_at,
             "until": row.until,
-            "recorded_in": row.origin,
         }
         for (_, channel), bucket in sorted(book.rows.items())
         for _, _, row in bucket
+        if row.origin == origin
     ]
-    return pd.DataFrame(
-        rows, columns=["channel", "opted_in", "scope", "source", "at", "until", "recorded_in"]
-    )
+    return pd.DataFrame(rows, columns=["channel", "opted_in", "scope", "source", "at", "until"])
 
 
 def evidence(

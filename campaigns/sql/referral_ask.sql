@@ -2,7 +2,7 @@
 -- `qualifies` marks VIP guests (top 20% by lifetime completed spend); loyalflow adds guests who answered
 -- positively and exits anyone who ever said "no thanks" (the `responses:` rules in referral_ask.yaml),
 -- so this query reads only the warehouse. A booking returned within return_exit_days exits the ask.
-WITH due AS (
+WITH due AS MATERIALIZED (   -- computed once: SQLite would otherwise rescan orders per guest
   SELECT o.customer_id, o.order_id, o.ordered_at, o.product, o.total
   FROM orders o
   WHERE o.status = 'completed'

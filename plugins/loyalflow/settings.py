@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     work_url: str = str(PROJECT_DIR / "out" / "work")
     email_provider: Literal["outbox", "sendgrid", "ses", "smtp"] = "outbox"
     sms_provider: Literal["outbox", "sns"] = "outbox"
-    secret_key: str = "dev-only-change-me"  # real providers and a public `serve` need 32+ random bytes
+    # a development default on purpose: real providers and a public `serve` refuse it (32+ random bytes)
+    secret_key: str = "dev-only-change-me"  # noqa: S105
     secret_key_previous: str | None = None  # the key before a rotation: its links still verify
     public_url: str = "http://localhost:8080/loyalflow"
     chunk_size: int = 2000

@@ -35,7 +35,8 @@ def render_parts(
 
 def message(rt: Runtime, campaign: Campaign, cand: Candidate, opts: RunOptions) -> Message:
     """Render the candidate's message on its decided channel."""
-    assert cand.customer is not None and cand.decision.channel and cand.decision.address
+    if cand.customer is None or not cand.decision.channel or not cand.decision.address:
+        raise ValueError(f"candidate {cand.key} is not eligible: nothing to render")
     channel = cand.decision.channel
     context, parts = render_parts(rt, campaign, cand.step, cand.customer, cand.row, channel, opts.as_of)
     headers = {}

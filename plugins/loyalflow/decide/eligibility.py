@@ -160,8 +160,8 @@ def decide(
         notes.append(why)
         if first_failure is None or RANK[outcome] > RANK[first_failure.reason]:
             first_failure = Decision(outcome, candidate, detail=why)  # the furthest any channel got
-    if channel is None:
-        assert first_failure is not None
+    if channel is None:  # no channel passed: the furthest failure explains why
+        first_failure = first_failure or Decision("no_consent", detail="the campaign has no channel")
         return Decision(first_failure.reason, first_failure.channel, detail="; ".join(notes))
     if exit_reason:
         return Decision("exited", channel, detail=str(exit_reason))

@@ -60,7 +60,8 @@ def confirm_caps(rt: Runtime, campaign: Campaign, ready: list[Candidate]) -> lis
 
 
 def _row(campaign: Campaign, c: Candidate, kind: str, channel: Channel, opts: RunOptions) -> dict[str, Any]:
-    assert c.customer is not None
+    if c.customer is None:
+        raise ValueError(f"candidate {c.key} has no customer row: nothing to claim")
     return {
         "idempotency_key": c.key,
         "campaign": campaign.id,

@@ -54,3 +54,8 @@ bench-send: $(STAMP)  ## sustained SendGrid sending rate against the stand-in (5
 
 bench: $(STAMP)  ## rendering and end-to-end pipeline throughput against same-run baselines
 	$(BIN)/python -m tools.bench_pipeline
+
+.PHONY: bench-segments
+
+bench-segments: $(STAMP)  ## every segment's SQL vs a full scan of orders, 1M customers / 3M orders (SQLite), with and without indexes
+	$(BIN)/python -m tools.bench_segments

@@ -130,8 +130,8 @@ def run_shape(shape: Shape, workdir: Path, home: Path) -> ShapeResult:
                 finally:
                     for engine in (rt.warehouse, rt.state):
                         engine.dispose()
-        except sa.exc.OperationalError as exc:
-            if result.campaigns:
+        except sa.exc.OperationalError as exc:  # PostgreSQL went away before the shape was built
+            if shape.engine != "postgresql" or result.campaigns:
                 raise
             result.unavailable = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     result.seconds = time.perf_counter() - started

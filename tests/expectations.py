@@ -605,14 +605,15 @@ class Model:
     @staticmethod
     def step_days(camp: CampaignConf, row: Row) -> list[tuple[StepConf, dt.date]]:
         """Each step's day: anchor + offset + delay; after a snooze received on day r and ending on day u,
-        every step day >= r moves by max(0, u - the first such day)."""
+        every step day after r moves by max(0, u - the first such day) (the step of day r itself, whose
+        message the customer answered, stays)."""
         start = row.anchor_day + dt.timedelta(days=camp.anchor_offset_days)
         days = [start + dt.timedelta(days=s.delay_days) for s in camp.steps]
         if row.pause is not None:
             received, until = row.pause
-            upcoming = [d for d in days if d >= received]
+            upcoming = [d for d in days if d > received]
             shift = dt.timedelta(days=max(0, (until - min(upcoming)).days) if upcoming else 0)
-            days = [d + shift if d >= received else d for d in days]
+            days = [d + shift if d > received else d for d in days]
         return list(zip(camp.steps, days, strict=True))
 
     def due(self, camp: CampaignConf, row: Row, day: dt.date) -> list[tuple[StepConf, dt.date]]:

@@ -21,7 +21,7 @@ def step_days(
     days = [start + dt.timedelta(days=s.delay_days) for s in campaign.steps]
     shift = dt.timedelta(days=resume_shift(days, pause))
     return [
-        (s, day + shift if pause is not None and day >= pause[0] else day)
+        (s, day + shift if pause is not None and day > pause[0] else day)
         for s, day in zip(campaign.steps, days, strict=True)
     ]
 

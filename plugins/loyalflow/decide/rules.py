@@ -7,8 +7,9 @@ place that applies it, leaving a reason on every row it changes:
 - ``qualify_on_positive``: a row whose ``qualifies`` column is false stays only for a positive answerer;
 - ``exit_on_negative``: ``ever`` (any "no thanks" before the as-of day) or ``since_anchor`` (one given
   since the row's anchor day) sets ``exit_reason``;
-- ``snooze``: the latest "contact me later" since the anchor pauses the sequence: the next step waits for
-  the day the snooze ends and the steps after it keep their spacing (the sequence resumes).
+- ``snooze``: the latest "contact me later" since the anchor pauses the sequence: the next step after the
+  answer's day waits for the day the snooze ends and the steps after it keep their spacing (the
+  sequence resumes). The step of the answer's day itself (usually the message answered) stays.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Answer:
     snooze_until: dt.date | None
 
 
-Pause = tuple[dt.date, dt.date]  # (first paused day, first day after the snooze)
+Pause = tuple[dt.date, dt.date]  # (the day of the answer, the first day after the snooze)
 
 
 def load_answers(state: sa.Engine, customer_ids: list[str], as_of: dt.date) -> dict[str, list[Answer]]:
@@ -92,5 +93,5 @@ def resume_shift(days: list[dt.date], pause: Pause | None) -> int:
     """How many days the steps from the pause on move: the next step waits for the snooze to end."""
     if pause is None:
         return 0
-    upcoming = [d for d in days if d >= pause[0]]
+    upcoming = [d for d in days if d > pause[0]]
     return max(0, (pause[1] - min(upcoming)).days) if upcoming else 0

@@ -66,6 +66,14 @@ def _cannot_connect(ctx: sa.engine.ExceptionContext) -> None:
         )
 
 
+def _session_in_utc(dbapi_conn: Any, _record: Any) -> None:
+    """loyalflow binds naive UTC moments: a PostgreSQL session must read them, and show timestamptz, in UTC
+    whatever the server's or role's default time zone (a session setting: a read-only role may set it)."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    dbapi_conn.commit()  # outside any transaction, so a later rollback keeps it
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> sa.Engine:
     """A pooled engine per URL (SQLite gets a busy timeout so concurrent tasks wait, not fail).
@@ -82,6 +90,8 @@ def engine_for(url: str) -> sa.Engine:
             engine = sa.create_engine(url, connect_args={"timeout": 60})
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
+            if engine.dialect.name == "postgresql":
+                sa.event.listen(engine, "connect", _session_in_utc)
     except (sa.exc.ArgumentError, ImportError, OSError) as exc:
         raise DatabaseError(
             f"cannot use database {_shown(url)}: {_first_line(exc)} (check {DATABASE_SETTINGS})"

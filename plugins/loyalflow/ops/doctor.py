@@ -20,21 +20,12 @@ import yaml
 from loyalflow.settings import PROJECT_DIR
 from loyalflow.spec import campaign_files
 from loyalflow.state.migrate import HEAD, VERSION_TABLE
+from loyalflow.warehouse import CUSTOMER_COLUMNS
 
 Level = Literal["ok", "warn", "error"]
 
 CONTRACT: dict[str, tuple[str, ...]] = {
-    "customers": (
-        "customer_id",
-        "email",
-        "phone",
-        "first_name",
-        "last_name",
-        "locale",
-        "timezone",
-        "persona",
-        "created_at",
-    ),
+    "customers": CUSTOMER_COLUMNS,
     "orders": ("order_id", "customer_id", "ordered_at", "total", "status", "product", "referred_by"),
     "channel_preferences": ("customer_id", "channel", "opted_in", "source", "consented_at"),
     "events": ("customer_id", "event_type", "occurred_at", "content_id"),

@@ -55,6 +55,7 @@ def bench_render(rt: Runtime, n: int) -> dict[str, float]:
         "order_total": 240.0,
         "friend_first_name": None,
     }
+    row["items"] = [dict(row)]  # the anchors bundled into the message: one here
     source = "Hi {{ name }}, thank you for booking {{ product }} with {{ brand }}."
     values = {"name": "Ana", "product": "Harbor Suite", "brand": "Harbor & Pine"}
     compiled = jinja2.Environment().from_string(source)

@@ -114,7 +114,7 @@ def build_dag(campaign: Campaign) -> DAG:
         def report() -> dict[str, int]:
             """Log the run's summary (audience, sent, skipped by reason per step); drop its audience files."""
             from loyalflow.audience.segments import discard
-            from loyalflow.ops.reports import summary
+            from loyalflow.ops.summary import summary
 
             with one_line_errors():
                 rt, run_id = _runtime(), get_current_context()["run_id"]

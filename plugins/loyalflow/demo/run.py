@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from loyalflow.decide import responses
 from loyalflow.demo.data import has_warehouse, seed
-from loyalflow.ops.reports import summary
+from loyalflow.ops.summary import summary
 from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings

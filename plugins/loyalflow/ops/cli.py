@@ -81,7 +81,7 @@ def run(
     """Run CAMPAIGN for one day, the same pipeline the DAG runs."""
 
     def go() -> int:
-        from loyalflow.ops.reports import summary
+        from loyalflow.ops.summary import summary
         from loyalflow.pipeline import run as run_pipeline
         from loyalflow.runtime import RunOptions, Runtime
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -141,11 +142,19 @@ def process_chunk(rt: Runtime, campaign: Campaign, chunk_url: str, opts: RunOpti
     return dict(counts)
 
 
-def run(rt: Runtime, campaign_id: str, opts: RunOptions) -> dict[str, int]:
+Progress = Callable[[int, int, dict[str, int]], None]
+"""Called after each chunk with (chunks done, chunks in all, that chunk's counts by reason)."""
+
+
+def run(rt: Runtime, campaign_id: str, opts: RunOptions, progress: Progress | None = None) -> dict[str, int]:
     """The whole pipeline in one process (the CLI path): plan, every chunk, totals."""
     campaign = rt.campaign(campaign_id)
     totals: Counter[str] = Counter()
-    for chunk in plan(rt, campaign, opts):
-        totals.update(process_chunk(rt, campaign, chunk, opts))
+    chunks = plan(rt, campaign, opts)
+    for done, chunk in enumerate(chunks, start=1):
+        counts = process_chunk(rt, campaign, chunk, opts)
+        totals.update(counts)
+        if progress is not None:
+            progress(done, len(chunks), counts)
     discard(rt.settings.work_url, campaign.id, opts.run_id)
     return dict(totals)

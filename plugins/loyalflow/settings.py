@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -21,6 +22,8 @@ class Settings(BaseSettings):
     warehouse_conn_id: str | None = None
     state_url: str | None = None
     outbox_dir: Path = PROJECT_DIR / "out" / "outbox"
+    # which emails the outbox also writes as .eml files: "all", "none", or the first N per campaign and step
+    outbox_eml: Annotated[str, StringConstraints(pattern=r"^(all|none|\d+)$")] = "all"
     work_url: str = str(PROJECT_DIR / "out" / "work")
     email_provider: Literal["outbox", "sendgrid", "ses", "smtp"] = "outbox"
     sms_provider: Literal["outbox", "sns"] = "outbox"

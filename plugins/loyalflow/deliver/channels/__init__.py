@@ -19,7 +19,7 @@ def channel_for(kind: str, settings: Settings) -> Channel:
     if provider == "outbox":
         from loyalflow.deliver.channels.outbox import OutboxChannel
 
-        return OutboxChannel(s.outbox_dir)
+        return OutboxChannel(s.outbox_dir, s.outbox_eml)
     if provider == "sendgrid":
         from loyalflow.deliver.channels.sendgrid import SendGridChannel
 

@@ -1,4 +1,4 @@
-"""The embedded channel: JSON lines (and an .eml file per email) in a local folder."""
+"""The embedded channel: JSON lines (and ``.eml`` files for all, none or a sample of emails) in a folder."""
 
 from __future__ import annotations
 
@@ -59,29 +59,57 @@ def mime_message(msg: Message) -> MIMEMultipart:
 
 
 class OutboxChannel:
-    """Appends each message to ``<outbox>/<campaign>/<channel>.jsonl`` under a file lock."""
+    """Appends each message to ``<outbox>/<campaign>/<channel>.jsonl`` under a file lock.
+
+    ``eml`` says which emails are also written as ``<outbox>/<campaign>/eml/<key>.eml``: ``"all"``,
+    ``"none"``, or a number N (the first N of each campaign and step, counted across runs).
+    """
 
     provider = "outbox"
     horizon = dt.timedelta(days=36500)  # records send_at; whoever reads the outbox honours it
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, eml: str = "all"):
         self.folder = Path(folder)
+        self.eml = eml
 
     def send(self, messages: list[Message]) -> list[SendResult]:
-        """Write the messages; an email also becomes ``<outbox>/<campaign>/eml/<key>.eml``."""
+        """Append the messages in one write per file, and their ``.eml`` files as ``eml`` says."""
         by_file: dict[Path, list[Message]] = {}
         for msg in messages:
             by_file.setdefault(self.folder / msg.campaign / f"{msg.channel}.jsonl", []).append(msg)
         for path, batch in by_file.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            for msg in batch:
-                if msg.channel == "email":
-                    eml = path.parent / "eml" / f"{msg.idempotency_key}.eml"
-                    eml.parent.mkdir(exist_ok=True)
-                    eml.write_bytes(bytes(mime_message(msg)))
             lines = "".join(json.dumps(outbox_record(m), ensure_ascii=False) + "\n" for m in batch)
             with path.open("a", encoding="utf-8") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX)
+                fcntl.flock(fh, fcntl.LOCK_EX)  # also serialises the .eml counters of this campaign
+                if path.stem == "email":
+                    self._write_eml(path.parent / "eml", batch)
                 fh.write(lines)
                 fh.flush()
         return [SendResult(m.idempotency_key, "sent", f"outbox-{m.idempotency_key}") for m in messages]
+
+    def _write_eml(self, folder: Path, batch: list[Message]) -> None:
+        if self.eml == "none":
+            return
+        chosen = batch if self.eml == "all" else self._first(folder, batch, int(self.eml))
+        if chosen:
+            folder.mkdir(exist_ok=True)
+        for msg in chosen:
+            (folder / f"{msg.idempotency_key}.eml").write_bytes(bytes(mime_message(msg)))
+
+    @staticmethod
+    def _first(folder: Path, batch: list[Message], limit: int) -> list[Message]:
+        """The messages of ``batch`` still within ``limit`` per step; the counts persist in the folder."""
+        chosen: list[Message] = []
+        by_step: dict[str, list[Message]] = {}
+        for msg in batch:
+            by_step.setdefault(msg.step, []).append(msg)
+        for step, msgs in by_step.items():
+            counter = folder / f".written-{step}"
+            written = int(counter.read_text()) if counter.exists() else 0
+            take = msgs[: max(0, limit - written)]
+            if take:
+                folder.mkdir(exist_ok=True)
+                counter.write_text(str(written + len(take)))
+                chosen.extend(take)
+        return chosen

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import StringConstraints
+from pydantic import PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = None  # base64 DER; when set, unsigned webhooks are refused
     events_dir: Path = PROJECT_DIR / "out" / "events"  # <provider>/*.json files the ingest DAG picks up
     consent_export_url: str | None = None  # fsspec folder for daily exports (default: <home>/out/consent)
+    attribution_days: PositiveInt = 14  # an order this many days after a message (or holdout) is a conversion
+    report_dir: Path = PROJECT_DIR / "out"  # report.json and report.html (docs/report.md)
 
     @property
     def campaigns_dir(self) -> Path:

@@ -6,8 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import StringConstraints
-from pydantic import PositiveInt
+from pydantic import PositiveInt, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -63,7 +62,7 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = None  # base64 DER; when set, unsigned webhooks are refused
     events_dir: Path = PROJECT_DIR / "out" / "events"  # <provider>/*.json files the ingest DAG picks up
     consent_export_url: str | None = None  # fsspec folder for daily exports (default: <home>/out/consent)
-    attribution_days: PositiveInt = 14  # an order this many days after a message (or holdout) is a conversion
+    attribution_days: PositiveInt = 14  # days after a message (or holdout) in which an order converts
     report_dir: Path = PROJECT_DIR / "out"  # report.json and report.html (docs/report.md)
 
     @property

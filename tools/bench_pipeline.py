@@ -94,6 +94,7 @@ def bench_pipeline(customers: int, workdir: Path) -> dict[str, float]:
         outbox_dir=workdir / "outbox",
         work_url=str(workdir / "work"),
         secret_key="bench",
+        outbox_eml="none",
     )
     rt = Runtime(settings)
     seed(rt.warehouse, AS_OF, customers=customers)

@@ -122,14 +122,15 @@ def candidates(
     def key(step: Step, row: dict[str, Any]) -> str:
         return ledger.idempotency_key(campaign.id, step.id, str(row["customer_id"]), str(row["anchor_id"]))
 
-    every_key = [key(step, m) for step, _, members in due for m in members]
+    with rt.state.connect() as conn:
+        known = ledger.statuses(conn, [key(step, m) for step, _, members in due for m in members])
     facts = Facts(
         consent=consent.effective(rt.warehouse, rt.state, ids),
         suppressed=_suppressed(rt.state, customers),
-        ledger_keys=ledger.existing_keys(rt.state, every_key),
+        ledger_keys={k for k, status in known.items() if status != ledger.RELEASED},
         reserve=_reserver(rt, campaign, policy, opts),
     )
-    bundled_before = ledger.bundled_keys(rt.state, every_key)
+    bundled_before = {k for k, status in known.items() if status == ledger.BUNDLED}
     entries = ledger.recent_anchors(rt.state, campaign.id, ids, opts.as_of, campaign.reentry_days)
     out: list[Candidate] = []
     for step, day, (row, *others) in due:

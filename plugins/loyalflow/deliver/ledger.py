@@ -28,20 +28,22 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def statuses(conn: sa.Connection, keys: Iterable[str]) -> dict[str, str]:
+    """The ledger status of each key that has a row (one query per ``ID_BATCH`` keys)."""
+    keys = list(keys)
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), ID_BATCH):
+        stmt = sa.select(ledger.c.idempotency_key, ledger.c.status).where(
+            ledger.c.idempotency_key.in_(keys[start : start + ID_BATCH])
+        )
+        found.update((k, status) for k, status in conn.execute(stmt))
+    return found
+
+
 def existing_keys(engine: sa.Engine, keys: Iterable[str]) -> set[str]:
     """The keys already in the ledger in any state but ``released`` (claimed, sent, failed, unknown)."""
-    keys = list(keys)
-    found: set[str] = set()
     with engine.connect() as conn:
-        for start in range(0, len(keys), ID_BATCH):
-            batch = keys[start : start + ID_BATCH]
-            rows = conn.execute(
-                sa.select(ledger.c.idempotency_key).where(
-                    ledger.c.idempotency_key.in_(batch), ledger.c.status != RELEASED
-                )
-            )
-            found.update(r[0] for r in rows)
-    return found
+        return {k for k, status in statuses(conn, keys).items() if status != RELEASED}
 
 
 def recent_anchors(
@@ -83,33 +85,17 @@ def claim(engine: sa.Engine, rows: list[dict]) -> set[str]:
     now = _utcnow()
     won: set[str] = set()
     rows = sorted(rows, key=lambda r: r["idempotency_key"])  # one lock order for every caller
+    batch = [{**r, "status": "claimed", "claimed_at": now, "updated_at": now, "error": None} for r in rows]
+    # one cached statement, executed for many rows (SQLAlchemy's insertmanyvalues batches it)
+    stmt = _insert(engine).on_conflict_do_nothing(index_elements=["idempotency_key"])
     with engine.begin() as conn:
-        for start in range(0, len(rows), 500):
-            batch = [
-                {**r, "status": "claimed", "claimed_at": now, "updated_at": now, "error": None}
-                for r in rows[start : start + 500]
-            ]
-            stmt = _insert(engine).values(batch).on_conflict_do_nothing(index_elements=["idempotency_key"])
-            won.update(r[0] for r in conn.execute(stmt.returning(ledger.c.idempotency_key)))
-            lost = [r for r in batch if r["idempotency_key"] not in won]
-            released = _released(conn, [r["idempotency_key"] for r in lost])
-            for r in lost:
-                if r["idempotency_key"] in released and _take_over(conn, r, now):
-                    won.add(r["idempotency_key"])
+        won.update(r[0] for r in conn.execute(stmt.returning(ledger.c.idempotency_key), batch))
+        lost = [r for r in batch if r["idempotency_key"] not in won]
+        known = statuses(conn, [r["idempotency_key"] for r in lost])
+        for r in lost:
+            if known.get(r["idempotency_key"]) == RELEASED and _take_over(conn, r, now):
+                won.add(r["idempotency_key"])
     return won
-
-
-def bundled_keys(engine: sa.Engine, keys: Iterable[str]) -> set[str]:
-    """The keys recorded as sent inside another anchor's message."""
-    keys = list(keys)
-    found: set[str] = set()
-    with engine.connect() as conn:
-        for start in range(0, len(keys), ID_BATCH):
-            stmt = sa.select(ledger.c.idempotency_key).where(
-                ledger.c.idempotency_key.in_(keys[start : start + ID_BATCH]), ledger.c.status == BUNDLED
-            )
-            found.update(r[0] for r in conn.execute(stmt))
-    return found
 
 
 def mark_bundled(engine: sa.Engine, rows: list[dict]) -> None:
@@ -117,24 +103,9 @@ def mark_bundled(engine: sa.Engine, rows: list[dict]) -> None:
     if not rows:
         return
     now = _utcnow()
+    batch = [{**r, "status": BUNDLED, "claimed_at": now, "updated_at": now} for r in rows]
     with engine.begin() as conn:
-        for start in range(0, len(rows), 500):
-            batch = [
-                {**r, "status": BUNDLED, "claimed_at": now, "updated_at": now}
-                for r in rows[start : start + 500]
-            ]
-            conn.execute(
-                _insert(engine).values(batch).on_conflict_do_nothing(index_elements=["idempotency_key"])
-            )
-
-
-def _released(conn: sa.Connection, keys: list[str]) -> set[str]:
-    if not keys:
-        return set()
-    stmt = sa.select(ledger.c.idempotency_key).where(
-        ledger.c.idempotency_key.in_(keys), ledger.c.status == RELEASED
-    )
-    return {r[0] for r in conn.execute(stmt)}
+        conn.execute(_insert(engine).on_conflict_do_nothing(index_elements=["idempotency_key"]), batch)
 
 
 def _take_over(conn: sa.Connection, row: dict, now: dt.datetime) -> bool:

@@ -118,5 +118,7 @@ def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame rows as dicts with missing values as ``None``."""
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")  # type: ignore[return-value]
+    """DataFrame rows as dicts with missing values as ``None`` (Python scalars, Timestamps for times)."""
+    columns = [str(c) for c in frame.columns]
+    values = [frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]

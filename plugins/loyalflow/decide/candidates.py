@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from loyalflow.audience.due import due_steps, prepare
 from loyalflow.decide import caps, consent, rules, suppressions
-from loyalflow.decide.addresses import normalise_email, normalise_phone
+from loyalflow.decide.addresses import normalise
 from loyalflow.decide.eligibility import Decision, Facts, Policy, decide
 from loyalflow.deliver import ledger
 from loyalflow.deliver.channels import Message
@@ -45,10 +45,24 @@ def load_customers(engine: sa.Engine, ids: list[str]) -> dict[str, dict[str, Any
     return {r["customer_id"]: r for r in records(frame)}
 
 
-def _suppressed(engine: sa.Engine, customers: dict[str, dict[str, Any]]) -> dict[tuple[str, str, str], str]:
-    emails = (normalise_email(c.get("email")) for c in customers.values())
-    phones = (normalise_phone(c.get("phone")) for c in customers.values())
-    return suppressions.lookup(engine, [a for a in (*emails, *phones) if a])
+def _suppressed(
+    engine: sa.Engine,
+    campaign: Campaign,
+    customers: dict[str, dict[str, Any]],
+    book: consent.ConsentBook,
+    now: dt.datetime,
+) -> dict[tuple[str, str, str], str]:
+    """Suppressions of the addresses this campaign could use: only channels a customer consented to are
+    normalised (the costly part) and looked up."""
+    scopes = ("all", campaign.category, campaign.id)
+    addresses = []
+    for channel in campaign.channels:
+        column = "email" if channel == "email" else "phone"
+        for cid, customer in customers.items():
+            row = book.latest(cid, channel, scopes, at=now)
+            if row is not None and row.opted_in and (address := normalise(channel, customer.get(column))):
+                addresses.append(address)
+    return suppressions.lookup(engine, addresses)
 
 
 def _reserver(rt: Runtime, campaign: Campaign, policy: Policy, opts: RunOptions) -> Any:
@@ -124,9 +138,10 @@ def candidates(
 
     with rt.state.connect() as conn:
         known = ledger.statuses(conn, [key(step, m) for step, _, members in due for m in members])
+    book = consent.effective(rt.warehouse, rt.state, ids)
     facts = Facts(
-        consent=consent.effective(rt.warehouse, rt.state, ids),
-        suppressed=_suppressed(rt.state, customers),
+        consent=book,
+        suppressed=_suppressed(rt.state, campaign, customers, book, opts.send_time),
         ledger_keys={k for k, status in known.items() if status != ledger.RELEASED},
         reserve=_reserver(rt, campaign, policy, opts),
     )

@@ -86,7 +86,9 @@ def read_segment(
                     f"it returned {', '.join(columns)}"
                 )
             ordered = statement("SELECT * FROM ({sql}\n) seg ORDER BY customer_id, anchor_at, anchor_id")
-            frames = pd.read_sql_query(ordered, conn, params=params, chunksize=chunk_size)
+            # a server-side cursor on PostgreSQL: the client holds one chunk, not the whole segment
+            stream = conn.execution_options(stream_results=True, max_row_buffer=chunk_size)
+            frames = pd.read_sql_query(ordered, stream, params=params, chunksize=chunk_size)
             for frame in _whole_customers(frames):
                 frame["customer_id"] = frame["customer_id"].astype(str)
                 frame["anchor_id"] = frame["anchor_id"].astype(str)

@@ -1,27 +1,36 @@
 """``make bench``: rendering and end-to-end pipeline throughput, against baselines measured in the same run.
 
-Prints figures only; nothing here asserts a time.
+Measures, in one run: one compiled bare Jinja template (the practical limit), loyalflow's full email
+render, a naive baseline (a fresh Jinja environment and CSS inlining per message, row by row) on a
+sample, and the whole pipeline (segment → chunks → eligibility → render → ledger → outbox JSONL, ``.eml``
+off) for every customer of a generated warehouse at each size (default 100,000 and 1,000,000 customers,
+about 3 orders each). Each pipeline size runs in its own process, so its peak RSS is its own.
+
+Prints figures only; nothing here asserts a time. The last line is the summary:
+``bench: customers=N wall_s=X msgs_per_s=Y pipeline_vs_render=R email_vs_jinja=E linear=L peak_rss_mb=M``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import css_inline
 import jinja2
-import pandas as pd
-import sqlalchemy as sa
 
 from loyalflow.compose.context import build_context
-from loyalflow.demo.data import seed
 from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
+from tests.shapes import build, load_sqlite, sqlite_engine
 
 AS_OF = dt.date(2026, 11, 20)
 BENCH_CAMPAIGN = """id: bench_all
@@ -80,73 +89,138 @@ def bench_render(rt: Runtime, n: int) -> dict[str, float]:
     return out
 
 
-def bench_pipeline(customers: int, workdir: Path) -> dict[str, float]:
-    """End to end (segment → chunks → eligibility → render → ledger → outbox) for every customer."""
+def bench_naive(rt: Runtime, n: int) -> float:
+    """Messages/s of the naive way: row by row, a new Jinja environment compiles subject, HTML and text
+    again for each message, renders them and inlines the CSS (what a first prototype does)."""
+    loader = jinja2.FileSystemLoader(rt.settings.templates_dir)
+    campaign = rt.campaign("thank_you")
+    step = campaign.steps[0]
+    started = time.perf_counter()
+    for i in range(n):
+        customer = {"customer_id": f"C{i}", "first_name": f"Guest {i}", "locale": "en_US"}
+        row = {"customer_id": f"C{i}", "anchor_id": "2026-11-20", "anchor_at": dt.datetime(2026, 11, 20)}
+        row["items"] = [dict(row)]
+        context = build_context(rt.settings, rt.brand, campaign, step, customer, row, "email", AS_OF)
+        env = jinja2.Environment(loader=loader, autoescape=True)
+        env.get_template("thank_you/thanks.subject.j2").render(context)
+        css_inline.inline(env.get_template("thank_you/thanks.html.j2").render(context))
+        env.get_template("thank_you/thanks.txt.j2").render(context)
+    return _rate(n, time.perf_counter() - started)
+
+
+def _project(workdir: Path) -> Settings:
+    """A copy of the shipped campaigns and templates plus the benchmark campaign, on SQLite."""
     home = workdir / "project"
-    for folder in ("campaigns", "templates"):
-        shutil.copytree(Settings().home / folder, home / folder)
-    (home / "campaigns" / "bench_all.yaml").write_text(BENCH_CAMPAIGN)
-    (home / "campaigns" / "sql" / "bench_all.sql").write_text(BENCH_SQL)
-    shutil.copytree(home / "templates" / "thank_you", home / "templates" / "bench_all")
-    settings = Settings(
+    if not home.exists():
+        for folder in ("campaigns", "templates"):
+            shutil.copytree(Settings().home / folder, home / folder)
+        (home / "campaigns" / "bench_all.yaml").write_text(BENCH_CAMPAIGN)
+        (home / "campaigns" / "sql" / "bench_all.sql").write_text(BENCH_SQL)
+        shutil.copytree(home / "templates" / "thank_you", home / "templates" / "bench_all")
+    return Settings(
         home=home,
-        warehouse_url=f"sqlite:///{workdir / 'wh.db'}",
+        warehouse_url=f"sqlite:///{workdir / 'warehouse.db'}",
+        state_url=f"sqlite:///{workdir / 'state.db'}",
         outbox_dir=workdir / "outbox",
         work_url=str(workdir / "work"),
-        secret_key="bench",
+        secret_key="bench-key-0123456789-0123456789-0123456789",
         outbox_eml="none",
     )
-    rt = Runtime(settings)
-    seed(rt.warehouse, AS_OF, customers=customers)
+
+
+def seed_stage(customers: int, workdir: Path) -> dict[str, float]:
+    """Generate and load the warehouse (its own process: generation memory is not the pipeline's)."""
     started = time.perf_counter()
-    with rt.warehouse.connect() as conn:
-        whole = pd.read_sql_query(sa.text(BENCH_SQL), conn, params={"as_of_start": dt.datetime(2026, 11, 20)})
-    read_s = time.perf_counter() - started
+    frames = build(customers=customers, orders=3 * customers)
+    load_sqlite(sqlite_engine(workdir / "warehouse.db"), frames.tables("text"), "text")
+    return {"seed_s": time.perf_counter() - started, "orders": float(len(frames.orders))}
+
+
+def pipeline_stage(workdir: Path, rerun: bool) -> dict[str, float]:
+    """Run the benchmark campaign for every customer (and optionally again: it must send nothing)."""
+    rt = Runtime(_project(workdir))
+    now = dt.datetime(2026, 11, 20, 15)
     started = time.perf_counter()
-    totals = run(rt, "bench_all", RunOptions(AS_OF, "bench", now=dt.datetime(2026, 11, 20, 15)))
-    seconds = time.perf_counter() - started
-    sent = totals.get("sent", 0)
-    started = time.perf_counter()
-    rerun = run(rt, "bench_all", RunOptions(AS_OF, "bench-rerun", now=dt.datetime(2026, 11, 20, 15)))
-    rerun_s = time.perf_counter() - started
+    totals = run(rt, "bench_all", RunOptions(AS_OF, "bench", now=now))
+    wall = time.perf_counter() - started
+    out = {
+        "audience": float(sum(totals.values())),
+        "sent": float(totals.get("sent", 0)),
+        "wall_s": wall,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if rerun:
+        started = time.perf_counter()
+        again = run(rt, "bench_all", RunOptions(AS_OF, "bench-rerun", now=now))
+        out.update(rerun_s=time.perf_counter() - started, rerun_sent=float(again.get("sent", 0)))
+    return out
+
+
+def _stage(*args: str) -> dict[str, float]:
+    """Run a stage of this module in a child process and return the figures it prints as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench_pipeline", *args], check=True, capture_output=True, text=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_pipeline(customers: int, workdir: Path, rerun: bool = False) -> dict[str, float]:
+    """Seed ``customers`` (about 3 orders each) and run the pipeline over all of them, each in a child."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    seeded = _stage("--stage", "seed", "--customers", str(customers), "--workdir", str(workdir))
+    figures = _stage("--stage", "pipeline", "--workdir", str(workdir), *(["--rerun"] if rerun else []))
     return {
-        "customers": customers,
-        "audience_rows": len(whole),
-        "sent": sent,
-        "segment_read_whole_s": read_s,
-        "pipeline_s": seconds,
-        "messages_per_s": _rate(sent, seconds),
-        "rerun_s": rerun_s,
-        "rerun_sent": rerun.get("sent", 0),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "customers": float(customers),
+        **seeded,
+        **figures,
+        "msgs_per_s": _rate(int(figures["sent"]), figures["wall_s"]),
     }
 
 
 def main() -> None:
-    """Run both benchmarks and print their figures and ratios."""
+    """Run the benchmarks, print their figures and ratios, and end with the one-line summary."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--sizes", default="100000,1000000", help="customer counts, smallest first")
     parser.add_argument("--renders", type=int, default=5_000)
+    parser.add_argument("--naive", type=int, default=300, help="messages in the naive baseline's sample")
+    parser.add_argument("--stage", choices=("seed", "pipeline"), help=argparse.SUPPRESS)
+    parser.add_argument("--customers", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rerun", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stage == "seed":
+        print(json.dumps(seed_stage(args.customers, args.workdir)))
+        return
+    if args.stage == "pipeline":
+        print(json.dumps(pipeline_stage(args.workdir, args.rerun)))
+        return
+    sizes = sorted(int(size) for size in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="loyalflow-bench-") as tmp:
-        render = bench_render(Runtime(Settings(secret_key="bench")), args.renders)
-        pipe = bench_pipeline(args.customers, Path(tmp))
+        rt = Runtime(_project(Path(tmp) / "render"))
+        render = bench_render(rt, args.renders)
+        naive = bench_naive(rt, args.naive)
+        runs = [bench_pipeline(n, Path(tmp) / f"n{n}", rerun=n == sizes[0]) for n in sizes]
+    jinja, email_rate = render["jinja_compiled_once_per_s"], render["loyalflow_email_message_per_s"]
     print("render (messages/s, one core):")
-    for name, value in render.items():
-        print(f"  {name:34s} {value:12,.0f}")
-    base = render["jinja_compiled_once_per_s"]
-    email_rate = render["loyalflow_email_message_per_s"]
+    for name, value in {**render, "naive_per_message_env_and_css_per_s": naive}.items():
+        print(f"  {name:38s} {value:12,.0f}")
+    print(f"  full email vs one compiled bare template: {email_rate / jinja:.3f}x")
+    print(f"  full email vs the naive baseline:         {email_rate / naive:.1f}x")
+    for figures in runs:
+        print(
+            f"pipeline, {int(figures['customers']):,} customers (SQLite warehouse and state, outbox JSONL):"
+        )
+        for name, value in figures.items():
+            print(f"  {name:38s} {value:14,.2f}")
+        print(f"  pipeline vs full email render:           {figures['msgs_per_s'] / email_rate:.2f}x")
+        print(f"  pipeline vs the naive baseline:          {figures['msgs_per_s'] / naive:.1f}x")
+    small, big = runs[0], runs[-1]
+    per_message = [r["wall_s"] / max(r["sent"], 1) for r in (small, big)]
     print(
-        f"  email vs one small compiled template:  {email_rate / base:.3f}x (subject + html and text layouts"
-        " + CSS inlining + signed links)"
-    )
-    print(f"  compiled once vs from_string each:     {base / render['jinja_from_string_each_per_s']:.0f}x")
-    print("pipeline (SQLite warehouse, outbox channel):")
-    for name, value in pipe.items():
-        print(f"  {name:34s} {value:12,.2f}")
-    print(
-        f"  pipeline rate vs bare email render rate:      "
-        f"{pipe['messages_per_s'] / render['loyalflow_email_message_per_s']:.2f}x"
+        f"bench: customers={int(big['customers'])} wall_s={big['wall_s']:.1f}"
+        f" msgs_per_s={big['msgs_per_s']:.0f}"
+        f" pipeline_vs_render={big['msgs_per_s'] / email_rate:.2f} email_vs_jinja={email_rate / jinja:.3f}"
+        f" linear={per_message[1] / per_message[0]:.2f} peak_rss_mb={big['peak_rss_mb']:.0f}"
     )
 
 

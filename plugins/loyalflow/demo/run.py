@@ -10,13 +10,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from loyalflow.decide import responses
-from loyalflow.demo.data import has_warehouse, seed
+from loyalflow.demo import effects
+from loyalflow.demo.data import ORDERS, PRODUCTS, has_warehouse, seed
 from loyalflow.ops.summary import summary
 from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
 from loyalflow.spec import campaign_files
-from loyalflow.state import entries, ledger
+from loyalflow.state import decisions, entries, ledger
 
 SIMULATED_DAYS = 31  # covers every step: dormant reactivation's last call is 30 days after entry
 SEND_HOUR = dt.time(15)  # simulated days send at 15:00 UTC: daytime in Europe and the Americas
@@ -59,6 +60,86 @@ def simulate_responses(rt: Runtime, day: dt.date) -> int:
                 break
             draw -= rate
     return stored
+
+
+def _latest_orders(warehouse: sa.Engine, customer_ids: list[str]) -> dict[str, tuple[str, float]]:
+    """Per customer, the product and total of their latest completed booking."""
+    stmt = (
+        sa.select(ORDERS.c.customer_id, ORDERS.c.product, ORDERS.c.total)
+        .where(ORDERS.c.customer_id.in_(customer_ids), ORDERS.c.status == "completed")
+        .order_by(ORDERS.c.ordered_at)
+    )
+    with warehouse.connect() as conn:
+        return {str(r.customer_id): (str(r.product), float(r.total)) for r in conn.execute(stmt)}
+
+
+def _first_booking(customer_id: str, day: dt.date) -> tuple[str, float]:
+    """A first booking for a guest who never booked: a product of the catalogue at its middle price."""
+    name, low, high, _ = PRODUCTS[int(effects.draw("product", customer_id, day) * len(PRODUCTS))]
+    return name, round((low + high) / 2, 2)
+
+
+def _friends(warehouse: sa.Engine) -> list[str]:
+    """Customers who never booked: the friends a referral ask can bring in."""
+    booked = sa.select(ORDERS.c.customer_id)
+    stmt = sa.text("SELECT customer_id FROM customers").columns(customer_id=sa.Text)
+    with warehouse.connect() as conn:
+        everyone = [str(c) for c in conn.execute(stmt).scalars()]
+        have = {str(c) for c in conn.execute(booked).scalars()}
+    return sorted(c for c in everyone if c not in have)
+
+
+def simulate_bookings(rt: Runtime, day: dt.date, until: dt.date) -> int:
+    """Bookings the day's messages cause (``demo/effects.py``), up to ``until``; returns orders added.
+
+    Each recipient sent a step on ``day`` books with the step's true effect, 1 to 3 days later, as a
+    repeat of their latest booking (or a first one); a referral ask brings a friend who never booked.
+    Idempotent: the order ids are stable.
+    """
+    with rt.state.connect() as conn:
+        sent = conn.execute(
+            sa.select(decisions.c.campaign, decisions.c.step, decisions.c.customer_id)
+            .where(decisions.c.as_of == day, decisions.c.reason == "sent")
+            .distinct()
+        ).all()
+    moved = [(c, s, str(cid)) for c, s, cid in sent if effects.moved(c, s, str(cid), day)]
+    if not moved:
+        return 0
+    latest = _latest_orders(rt.warehouse, sorted({cid for _, _, cid in moved}))
+    friends = _friends(rt.warehouse) if any(c == "referral_ask" for c, _, _ in moved) else []
+    rows = []
+    for campaign, step, cid in moved:
+        when = day + dt.timedelta(days=effects.lag_days(campaign, step, cid, day))
+        if when > until:
+            continue
+        buyer, referrer = cid, None
+        if campaign == "referral_ask":
+            if not friends:
+                continue
+            buyer, referrer = friends[int(effects.draw("friend", cid, day) * len(friends))], cid
+        product, total = latest.get(cid) or _first_booking(cid, day)
+        rows.append(
+            {
+                "order_id": effects.order_id(campaign, step, cid, day),
+                "customer_id": buyer,
+                "ordered_at": dt.datetime.combine(when, dt.time(10))
+                + dt.timedelta(minutes=int(effects.draw("at", cid, day) * 600)),
+                "total": total,
+                "status": "completed",
+                "product": product,
+                "referred_by": referrer,
+            }
+        )
+    with rt.warehouse.begin() as conn:
+        known = set(
+            conn.execute(
+                sa.select(ORDERS.c.order_id).where(ORDERS.c.order_id.in_([r["order_id"] for r in rows]))
+            ).scalars()
+        )
+        fresh = [r for r in rows if r["order_id"] not in known]
+        if fresh:
+            conn.execute(ORDERS.insert(), fresh)
+    return len(fresh)
 
 
 def by_priority(rt: Runtime) -> list[str]:
@@ -136,6 +217,7 @@ def run_demo(
             run(rt, campaign_id, RunOptions(day, run_id, now=dt.datetime.combine(day, SEND_HOUR)))
         run_ids.append(run_id)
         simulate_responses(rt, day)
+        simulate_bookings(rt, day, until=as_of)
     if via_airflow:
         from loyalflow.airflow.local import run_dag_test
     for campaign_id in campaigns:

@@ -204,21 +204,86 @@ def explain(
 
 
 @app.command()
-def report(as_of: AsOf, warehouse: Warehouse = None) -> None:
-    """Per step: sent, holdout, 14-day conversions and lift; referral and reactivation rates."""
+def report(
+    as_of: AsOf,
+    warehouse: Warehouse = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json instead of tables.")] = False,
+) -> None:
+    """Lift per step with 95% intervals and verdicts, referral, dormant, churn, value tiers.
+
+    Also writes report.json and report.html to LOYALFLOW_REPORT_DIR (default out/), docs/report.md.
+    """
+
     def go() -> int:
-        from loyalflow.ops.reports import churn_classes, headline_rates, program_metrics
+        import json
+
+        from loyalflow.report.build import build_report, write_report
         from loyalflow.runtime import Runtime
 
         rt = Runtime(_settings(warehouse_url=warehouse))
-        day = _date(as_of)
-        print_summary(program_metrics(rt.state, rt.warehouse, day), f"conversions up to {day}")
-        for name, value in headline_rates(rt.state, rt.warehouse, day).items():
-            console.print(f"{name}: {value}")
-        churn = churn_classes(rt.warehouse, day)["churn"].value_counts()
-        console.print("churn: " + ", ".join(f"{name} {n}" for name, n in churn.items()))
+        found = build_report(rt.state, rt.warehouse, _date(as_of), rt.settings.attribution_days)
+        paths = write_report(found, rt.settings.report_dir)
+        if as_json:
+            sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        else:
+            _print_report(found)
+        err.print("wrote " + " and ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
         return 0
+
     _guarded(go)
+
+
+def _lift_text(row: dict[str, Any]) -> str:
+    """``+2.1 pts [-0.4, +4.6]``: an absolute lift and its 95% interval in percentage points."""
+    if row["lift"] is None:
+        return "-"
+    return f"{100 * row['lift']:+.1f} pts [{100 * row['lift_ci_low']:+.1f}, {100 * row['lift_ci_high']:+.1f}]"
+
+
+def _rate_text(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _print_report(found: dict[str, Any]) -> None:
+    """The report's figures as rich tables and lines (the numbers of report.json, formatted)."""
+    import pandas as pd
+
+    days = found["attribution_days"]
+    rows = [
+        {
+            "campaign": s["campaign"],
+            "step": s["step"],
+            "sent": s["sent"],
+            "holdout": s["holdout"],
+            "conv sent": f"{s['conv_sent']} ({_rate_text(s['rate_sent'])})",
+            "conv holdout": f"{s['conv_holdout']} ({_rate_text(s['rate_holdout'])})",
+            "lift [95% CI]": _lift_text(s),
+            "revenue/recipient": "-" if s["rev_per_sent"] is None else f"{s['rev_per_sent']:,.2f}",
+            "verdict": s["verdict"],
+        }
+        for s in found["steps"]
+    ]
+    if rows:
+        title = f"conversions within {days} days, as of {found['as_of']} ({found['method']['lift_ci']})"
+        print_summary(pd.DataFrame(rows), title)
+    dormant, referral = found["dormant"], found["referral"]
+    console.print(
+        f"dormant reactivation within {dormant['window_days']} days: sent {dormant['sent']}, holdout "
+        f"{dormant['holdout']}, {_rate_text(dormant['rate_sent'])} vs {_rate_text(dormant['rate_holdout'])}, "
+        f"lift {_lift_text(dormant)}: {dormant['verdict']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"referral: {referral['asks']} asks, friends booked after "
+        f"{_rate_text(referral['referral_conversion_rate'])} of them vs overall conversion "
+        f"{_rate_text(referral['overall_conversion_rate'])}; {referral['referred_bookings']} referred "
+        f"bookings worth {referral['referred_revenue'] or 0:,.2f}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print("churn: " + ", ".join(f"{k} {v}" for k, v in found["churn"].items()), highlight=False)
+    print_summary(pd.DataFrame(found["tiers"]), "customer lifetime value by 80:20 tier")
 
 
 @app.command("dispatch")

@@ -1,13 +1,14 @@
-"""Reports: per-customer explanations, conversions, lift, referral and reactivation rates."""
+"""Report data: decisions of a customer, exposures (sent and holdout) with their attributed orders, churn."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from loyalflow.state import decisions, ledger
+from loyalflow.state import decisions
 
 
 def decisions_for(engine: sa.Engine, customer_id: str, campaign: str | None = None) -> pd.DataFrame:
@@ -33,12 +34,15 @@ def decisions_for(engine: sa.Engine, customer_id: str, campaign: str | None = No
         return pd.read_sql_query(stmt, conn)
 
 
-CONVERSION_DAYS = 14  # an order within this many days after a message (or holdout) counts as a conversion
+# A referral ask converts when a friend books with the asker's code (orders.referred_by), not the asker.
+CREDITED_BY = {"referral_ask": "referred_by"}
+ARMS = ("sent", "holdout")
 
 
-def _orders(warehouse: sa.Engine, until: dt.date) -> pd.DataFrame:
+def orders_until(warehouse: sa.Engine, until: dt.date) -> pd.DataFrame:
+    """Completed orders up to the end of ``until``: customer_id, order_id, day, total, referred_by."""
     stmt = sa.text(
-        "SELECT customer_id, ordered_at, referred_by FROM orders "
+        "SELECT order_id, customer_id, ordered_at, total, referred_by FROM orders "
         "WHERE status = 'completed' AND ordered_at < :end"
     )
     with warehouse.connect() as conn:
@@ -46,23 +50,18 @@ def _orders(warehouse: sa.Engine, until: dt.date) -> pd.DataFrame:
             stmt, conn, params={"end": dt.datetime.combine(until, dt.time()) + dt.timedelta(days=1)}
         )
     frame["customer_id"] = frame["customer_id"].astype(str)
+    frame["order_id"] = frame["order_id"].astype(str)
+    frame["referred_by"] = frame["referred_by"].map(lambda v: None if v is None or v != v else str(v))
+    frame["total"] = pd.to_numeric(frame["total"], errors="coerce").fillna(0.0).astype(float)
     frame["day"] = pd.to_datetime(frame["ordered_at"]).dt.normalize()
-    return frame
+    return frame.drop(columns="ordered_at")
 
 
-def _converted(exposed: pd.DataFrame, orders: pd.DataFrame, days: int, by: str = "customer_id") -> pd.Series:
-    """Per exposed row (customer, day), whether ``by`` in orders has an order in the following ``days``."""
-    if exposed.empty:
-        return pd.Series(dtype=bool)
-    right = orders[[by, "day"]].rename(columns={by: "_who", "day": "order_day"})
-    merged = exposed.reset_index().merge(right, left_on="customer_id", right_on="_who", how="left")
-    start = pd.to_datetime(merged["as_of"])
-    hit = (merged["order_day"] > start) & (merged["order_day"] <= start + pd.Timedelta(days=days))
-    return hit.groupby(merged["index"]).any().reindex(range(len(exposed)), fill_value=False)
+def exposures(state: sa.Engine, as_of: dt.date) -> pd.DataFrame:
+    """Every message sent and every holdout up to ``as_of``, once per idempotency key.
 
-
-def program_metrics(state: sa.Engine, warehouse: sa.Engine, as_of: dt.date) -> pd.DataFrame:
-    """Per campaign and step: sent, holdout, conversions in 14 days for each, conversion rates and lift."""
+    Columns: campaign, step, customer_id, as_of (Timestamp), arm (``sent`` or ``holdout``).
+    """
     stmt = (
         sa.select(
             decisions.c.idempotency_key,
@@ -70,67 +69,70 @@ def program_metrics(state: sa.Engine, warehouse: sa.Engine, as_of: dt.date) -> p
             decisions.c.step,
             decisions.c.customer_id,
             decisions.c.as_of,
-            decisions.c.reason,
+            decisions.c.reason.label("arm"),
         )
-        .where(decisions.c.as_of <= as_of, decisions.c.reason.in_(("sent", "holdout")))
+        .where(decisions.c.as_of <= as_of, decisions.c.reason.in_(ARMS))
         .order_by(decisions.c.id)
     )
     with state.connect() as conn:
-        exposed = pd.read_sql_query(stmt, conn).drop_duplicates("idempotency_key").reset_index(drop=True)
-    if exposed.empty:
-        return pd.DataFrame(
-            columns=["campaign", "step", "sent", "holdout", "conv_sent", "conv_holdout", "lift"]
-        )
-    exposed["converted"] = _converted(exposed, _orders(warehouse, as_of), CONVERSION_DAYS).to_numpy()
-    table = exposed.pivot_table(
-        index=["campaign", "step"],
-        columns="reason",
-        values="converted",
-        aggfunc=["count", "mean"],
-        fill_value=0,
-    )
+        frame = pd.read_sql_query(stmt, conn)
+    frame = frame.drop_duplicates("idempotency_key").drop(columns="idempotency_key").reset_index(drop=True)
+    frame["customer_id"] = frame["customer_id"].astype(str)
+    frame["as_of"] = pd.to_datetime(frame["as_of"])
+    return frame
+
+
+def attribute(
+    exposed: pd.DataFrame, orders: pd.DataFrame, days: int, by: str = "customer_id"
+) -> pd.DataFrame:
+    """Per exposure, its orders in the ``days`` after its day: converted, orders, revenue, first day.
+
+    ``by`` names the orders column matched to the exposure's customer: ``customer_id`` (their own
+    bookings) or ``referred_by`` (bookings of friends they referred).
+    """
     out = pd.DataFrame(
-        {
-            "sent": table.get(("count", "sent"), 0),
-            "holdout": table.get(("count", "holdout"), 0),
-            "conv_sent": table.get(("mean", "sent"), 0.0),
-            "conv_holdout": table.get(("mean", "holdout"), 0.0),
-        }
+        {"converted": False, "orders": 0, "revenue": 0.0, "conversion_day": pd.NaT}, index=range(len(exposed))
     )
-    out["lift"] = (out["conv_sent"] - out["conv_holdout"]) / out["conv_holdout"].where(
-        out["conv_holdout"] > 0
-    )
-    return out.reset_index().round(4)
-
-
-def headline_rates(state: sa.Engine, warehouse: sa.Engine, as_of: dt.date) -> dict[str, float | int]:
-    """Referral conversion against the overall conversion rate, and the dormant reactivation rate."""
-    with state.connect() as conn:
-        sent = pd.read_sql_query(
-            sa.select(ledger.c.campaign, ledger.c.step, ledger.c.customer_id, ledger.c.as_of).where(
-                ledger.c.status == "sent", ledger.c.as_of <= as_of
-            ),
-            conn,
-        )
-    orders = _orders(warehouse, as_of)
-    out: dict[str, float | int] = {}
-    if sent.empty:
+    if exposed.empty or orders.empty:
         return out
-    marketing = sent[sent["campaign"] != "thank_you"].reset_index(drop=True)
-    out["overall_conversion_rate"] = round(float(_converted(marketing, orders, CONVERSION_DAYS).mean()), 4)
-    asks = sent[sent["campaign"] == "referral_ask"].reset_index(drop=True)
-    referred = orders[orders["referred_by"].notna()].assign(referrer=lambda f: f["referred_by"].astype(str))
-    out["referral_asks"] = len(asks)
-    if len(asks):
-        out["referral_conversion_rate"] = round(
-            float(_converted(asks, referred, 30, by="referrer").mean()), 4
-        )
-    entered = sent[(sent["campaign"] == "dormant_reactivation") & (sent["step"] == "reminder")]
-    entered = entered.reset_index(drop=True)
-    out["dormant_entered"] = len(entered)
-    if len(entered):
-        out["reactivation_rate"] = round(float(_converted(entered, orders, 30).mean()), 4)
+    right = orders.loc[orders[by].notna(), [by, "day", "total"]].rename(columns={by: "customer_id"})
+    merged = exposed[["customer_id", "as_of"]].reset_index().merge(right, on="customer_id")
+    inside = merged[
+        (merged["day"] > merged["as_of"]) & (merged["day"] <= merged["as_of"] + pd.Timedelta(days=days))
+    ]
+    grouped = inside.groupby("index")
+    out["orders"] = grouped.size().reindex(out.index, fill_value=0)
+    out["converted"] = out["orders"] > 0
+    out["revenue"] = grouped["total"].sum().reindex(out.index, fill_value=0.0)
+    out["conversion_day"] = grouped["day"].min().reindex(out.index)
     return out
+
+
+def attributed(exposed: pd.DataFrame, orders: pd.DataFrame, as_of: dt.date, days: int) -> pd.DataFrame:
+    """Exposures with their attribution; ``mature`` when the whole window lies on or before ``as_of``.
+
+    Each campaign's exposures are credited as ``CREDITED_BY`` says (a referral ask by its friends).
+    """
+    parts = []
+    for campaign, rows in exposed.groupby("campaign", sort=True):
+        rows = rows.reset_index(drop=True)
+        found = attribute(rows, orders, days, by=CREDITED_BY.get(str(campaign), "customer_id"))
+        parts.append(pd.concat([rows, found], axis=1))
+    columns = [*exposed.columns, "converted", "orders", "revenue", "conversion_day"]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    frame["mature"] = frame["as_of"] + pd.Timedelta(days=days) <= pd.Timestamp(as_of)
+    return frame
+
+
+def reached(state: sa.Engine, as_of: dt.date) -> pd.DataFrame:
+    """Per campaign, distinct customers with any decision up to ``as_of`` (the top of its funnel)."""
+    stmt = (
+        sa.select(decisions.c.campaign, sa.func.count(sa.distinct(decisions.c.customer_id)).label("due"))
+        .where(decisions.c.as_of <= as_of, decisions.c.reason != "dry_run")
+        .group_by(decisions.c.campaign)
+    )
+    with state.connect() as conn:
+        return pd.read_sql_query(stmt, conn)
 
 
 CHURN_DAYS = 180  # the window compared: the last 180 days against the 180 before them
@@ -171,3 +173,23 @@ def churn_classes(warehouse: sa.Engine, as_of: dt.date) -> pd.DataFrame:
     out.loc[dropped & out.index.isin(spend_recent.index), "churn"] = "product_churn"
     out.loc[~out.index.isin(spend_recent.index), "churn"] = "account_churn"
     return out.reset_index()
+
+
+TIERS = ("vip", "core", "bottom")
+
+
+def value_tiers(orders: pd.DataFrame) -> pd.DataFrame:
+    """Per customer with a completed order: lifetime value, orders and 80:20 tier.
+
+    Ranked by lifetime completed spend (ties by customer_id) into five NTILE groups as the segment SQL
+    does (campaigns/sql/dormant_reactivation.sql): the first is ``vip``, the last ``bottom``, the rest
+    ``core``.
+    """
+    per = orders.groupby("customer_id").agg(clv=("total", "sum"), orders=("order_id", "count")).reset_index()
+    per = per.sort_values(["clv", "customer_id"], ascending=[False, True], ignore_index=True)
+    n = len(per)
+    size, extra = divmod(n, 5)  # NTILE: the first `extra` groups hold one more
+    ends = np.cumsum([size + (g < extra) for g in range(5)])
+    quintile = np.searchsorted(ends, np.arange(n), side="right")
+    per["tier"] = ["vip" if q == 0 else "bottom" if q == 4 else "core" for q in quintile]
+    return per

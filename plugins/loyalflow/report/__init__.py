@@ -1,0 +1,1 @@
+"""Proof of value: lift with intervals (``lift``), report.json (``build``), report.html (``html``)."""

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import PositiveInt, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+from loyalflow.home import PROJECT_DIR
 
 
 class Settings(BaseSettings):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 import yaml
 
-from loyalflow.settings import PROJECT_DIR
+from loyalflow.home import PROJECT_DIR
 from loyalflow.spec import campaign_files
 from loyalflow.state.migrate import HEAD, VERSION_TABLE
 from loyalflow.warehouse import CUSTOMER_COLUMNS

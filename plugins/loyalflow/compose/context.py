@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote
 
 from loyalflow.compose.referral import code_for
 from loyalflow.compose.render import greeting
-from loyalflow.compose.tokens import LinkToken, sign
+from loyalflow.compose.tokens import LinkToken, sign, signer_for
 from loyalflow.settings import Settings
 from loyalflow.spec import Brand, Campaign, Step
 
@@ -41,17 +40,70 @@ def copy_language(campaign: Campaign) -> str:
     return declared.strip().lower() if isinstance(declared, str) and declared.strip() else COPY_LANGUAGE
 
 
-def links(settings: Settings, customer_id: str, channel: str, campaign: str) -> dict[str, Any]:
-    """Signed unsubscribe, preference and response links for one customer on one channel."""
-    base = settings.public_url.rstrip("/")
-    token = quote(sign(settings.secret_key, LinkToken(customer_id, channel, campaign)))
+def _links(base: str, token: str) -> dict[str, Any]:
+    """The links of one token (base64url characters and dots only: no URL quoting needed)."""
     return {
         "unsubscribe": f"{base}/unsubscribe/{token}",
         "preferences": f"{base}/preferences/{token}",
         "respond": {
-            answer: f"{base}/respond/{token}/{answer}" for answer in ("positive", "negative", "later")
+            "positive": f"{base}/respond/{token}/positive",
+            "negative": f"{base}/respond/{token}/negative",
+            "later": f"{base}/respond/{token}/later",
         },
     }
+
+
+class ContextBuilder:
+    """Template contexts for one campaign on one day: what every message shares (brand, campaign,
+    params, copy language, the link signer) is built once, :meth:`build` adds one customer's part.
+
+    Build one per chunk (or per run); the shared dicts are never mutated (the sandbox is immutable).
+    """
+
+    def __init__(self, settings: Settings, brand: Brand, campaign: Campaign, as_of: dt.date):
+        self._secret = settings.secret_key
+        self._signer = signer_for(settings.secret_key)
+        self._base = settings.public_url.rstrip("/")
+        self._website = brand.website.rstrip("/")
+        self._campaign_id = campaign.id
+        self._shared = {
+            "brand": brand.model_dump(),
+            "lang": copy_language(campaign),
+            "campaign": {"id": campaign.id, "name": campaign.name, "category": campaign.category},
+            "as_of": as_of,
+            "params": campaign.params,
+        }
+
+    def links(self, customer_id: str, channel: str) -> dict[str, Any]:
+        """Signed unsubscribe, preference and response links for one customer on one channel."""
+        return _links(self._base, self._signer.sign(LinkToken(customer_id, channel, self._campaign_id)))
+
+    def build(
+        self, step: Step, customer: dict[str, Any], row: dict[str, Any], channel: str
+    ) -> dict[str, Any]:
+        """Segment columns at top level, plus customer, brand, links, greeting, params, referral code and
+        ``lang`` (the language of the copy, for the HTML layout's ``lang`` attribute)."""
+        first = customer.get("first_name")
+        first = first.strip() if isinstance(first, str) and first.strip() else None
+        customer_id = str(customer["customer_id"])
+        code = code_for(self._secret, customer_id)
+        context = {k: v for k, v in row.items() if k not in RESERVED}
+        context.update(self._shared)
+        context["customer"] = customer
+        context["first_name"] = first
+        context["greeting"] = greeting(first)
+        context["step"] = step.id
+        context["links"] = self.links(customer_id, channel)
+        context["referral_code"] = code
+        context["referral_url"] = f"{self._website}/r/{code}"
+        return context
+
+
+def links(settings: Settings, customer_id: str, channel: str, campaign: str) -> dict[str, Any]:
+    """Signed unsubscribe, preference and response links for one customer on one channel."""
+    return _links(
+        settings.public_url.rstrip("/"), sign(settings.secret_key, LinkToken(customer_id, channel, campaign))
+    )
 
 
 def build_context(
@@ -64,24 +116,5 @@ def build_context(
     channel: str,
     as_of: dt.date,
 ) -> dict[str, Any]:
-    """Segment columns at top level, plus customer, brand, links, greeting, params, referral code and
-    ``lang`` (the language of the copy, for the HTML layout's ``lang`` attribute)."""
-    first = customer.get("first_name")
-    first = first.strip() if isinstance(first, str) and first.strip() else None
-    extras = {k: v for k, v in row.items() if k not in RESERVED}
-    code = code_for(settings.secret_key, str(customer["customer_id"]))
-    return {
-        **extras,
-        "customer": customer,
-        "first_name": first,
-        "greeting": greeting(first),
-        "brand": brand.model_dump(),
-        "lang": copy_language(campaign),
-        "campaign": {"id": campaign.id, "name": campaign.name, "category": campaign.category},
-        "step": step.id,
-        "links": links(settings, str(customer["customer_id"]), channel, campaign.id),
-        "as_of": as_of,
-        "params": campaign.params,
-        "referral_code": code,
-        "referral_url": f"{brand.website.rstrip('/')}/r/{code}",
-    }
+    """One message's context (see :meth:`ContextBuilder.build`); a chunk builds one ContextBuilder."""
+    return ContextBuilder(settings, brand, campaign, as_of).build(step, customer, row, channel)

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from loyalflow.compose.context import build_context
+from loyalflow.compose.context import ContextBuilder, build_context
 from loyalflow.decide.eligibility import Decision
 from loyalflow.deliver.channels import Message
 from loyalflow.errors import RenderError
@@ -33,43 +33,60 @@ def render_parts(
     return context, rt.renderer.render(campaign.id, step.template_name, channel, context)
 
 
+class Composer:
+    """Renders the messages of one campaign run: the context builder, sender lines and templates are
+    set up once (per chunk), each :meth:`message` adds one customer."""
+
+    def __init__(self, rt: Runtime, campaign: Campaign, opts: RunOptions):
+        self.rt, self.campaign, self.opts = rt, campaign, opts
+        self.contexts = ContextBuilder(rt.settings, rt.brand, campaign, opts.as_of)
+        self.email_sender = f"{rt.brand.from_name} <{rt.brand.from_email}>"
+
+    def message(self, cand: Candidate) -> Message:
+        """Render the candidate's message on its decided channel."""
+        if cand.customer is None or not cand.decision.channel or not cand.decision.address:
+            raise ValueError(f"candidate {cand.key} is not eligible: nothing to render")
+        channel = cand.decision.channel
+        campaign, step = self.campaign, cand.step
+        context = self.contexts.build(step, cand.customer, cand.row, channel)
+        parts = self.rt.renderer.render(campaign.id, step.template_name, channel, context)
+        headers = {}
+        if channel == "email":
+            headers = {
+                "List-Unsubscribe": f"<{context['links']['unsubscribe']}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+        return Message(
+            idempotency_key=cand.key,
+            campaign=campaign.id,
+            step=step.id,
+            customer_id=str(cand.row["customer_id"]),
+            channel=channel,
+            to=cand.decision.address,
+            text=parts.get("txt") or parts["sms"],
+            send_at=cand.decision.send_at or self.opts.send_time,
+            category=campaign.category,
+            subject=parts.get("subject"),
+            html=parts.get("html"),
+            sender=self.email_sender if channel == "email" else self.rt.brand.sms_sender,
+            reply_to=self.rt.brand.reply_to,
+            headers=headers,
+        )
+
+
 def message(rt: Runtime, campaign: Campaign, cand: Candidate, opts: RunOptions) -> Message:
-    """Render the candidate's message on its decided channel."""
-    if cand.customer is None or not cand.decision.channel or not cand.decision.address:
-        raise ValueError(f"candidate {cand.key} is not eligible: nothing to render")
-    channel = cand.decision.channel
-    context, parts = render_parts(rt, campaign, cand.step, cand.customer, cand.row, channel, opts.as_of)
-    headers = {}
-    if channel == "email":
-        headers = {
-            "List-Unsubscribe": f"<{context['links']['unsubscribe']}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
-    return Message(
-        idempotency_key=cand.key,
-        campaign=campaign.id,
-        step=cand.step.id,
-        customer_id=str(cand.row["customer_id"]),
-        channel=channel,
-        to=cand.decision.address,
-        text=parts.get("txt") or parts["sms"],
-        send_at=cand.decision.send_at or opts.send_time,
-        category=campaign.category,
-        subject=parts.get("subject"),
-        html=parts.get("html"),
-        sender=f"{rt.brand.from_name} <{rt.brand.from_email}>" if channel == "email" else rt.brand.sms_sender,
-        reply_to=rt.brand.reply_to,
-        headers=headers,
-    )
+    """Render the candidate's message on its decided channel (one message; a chunk uses a Composer)."""
+    return Composer(rt, campaign, opts).message(cand)
 
 
 def compose_all(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
     """Render every eligible candidate before anything is sent; a template error fails that recipient."""
+    composer = Composer(rt, campaign, opts)
     for cand in cands:
         if not cand.decision.eligible:
             continue
         try:
-            cand.message = message(rt, campaign, cand, opts)
+            cand.message = composer.message(cand)
         except RenderError as exc:
             cand.decision = Decision("render_error", cand.decision.channel, detail=str(exc))
             cand.outcome = "failed"

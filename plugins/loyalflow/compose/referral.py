@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from loyalflow.state import referral_codes
 
+B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32
+
+
+@lru_cache(maxsize=8)
+def _keyed(secret: str) -> hmac.HMAC:
+    return hmac.new(secret.encode(), b"referral|", hashlib.sha256)
+
 
 def code_for(secret: str, customer_id: str) -> str:
-    """A short, unguessable, stable code such as ``HP-7QK2M4XA``."""
-    digest = hmac.new(secret.encode(), f"referral|{customer_id}".encode(), hashlib.sha256).digest()
-    return "HP-" + base64.b32encode(digest)[:8].decode()
+    """A short, unguessable, stable code such as ``HP-7QK2M4XA``: the first 8 base32 characters (the
+    first 40 bits) of HMAC-SHA256(secret, ``referral|<customer_id>``)."""
+    mac = _keyed(secret).copy()
+    mac.update(customer_id.encode())
+    bits = int.from_bytes(mac.digest()[:5], "big")
+    return "HP-" + "".join(B32[(bits >> shift) & 31] for shift in range(35, -5, -5))
 
 
 def remember(engine: sa.Engine, secret: str, customer_ids: list[str]) -> None:

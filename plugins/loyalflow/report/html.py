@@ -6,6 +6,7 @@ attachment. Each chart is a ``<div class="chart">`` that plotly fills with an SV
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
@@ -14,7 +15,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"  # no web font
-CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["sendDataToCloud"]}
+CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}  # a static page, also in email
 STYLE = (
     """
 body{font-family:FONT;margin:24px auto;max-width:1100px;color:#1f2933;padding:0 16px}
@@ -36,9 +37,9 @@ def _pts(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:+.1f} pts"
 
 
-def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+def _layout(fig: go.Figure, title: str, height: int = 360, left: int = 60) -> go.Figure:
     fig.update_layout(
-        title=title, height=height, font={"family": FONT}, margin={"l": 60, "r": 20, "t": 50, "b": 50}
+        title=title, height=height, font={"family": FONT}, margin={"l": left, "r": 20, "t": 50, "b": 50}
     )
     return fig
 
@@ -77,7 +78,7 @@ def funnel_chart(funnel: dict[str, Any], days: int) -> go.Figure:
     stages = ["due", "sent", f"booked within {days} days"]
     values = [funnel["due"], funnel["sent"], funnel["converted"]]
     fig = go.Figure(go.Funnel(y=stages, x=values, textinfo="value+percent initial"))
-    return _layout(fig, funnel["campaign"], height=300)
+    return _layout(fig, funnel["campaign"], height=300, left=150)
 
 
 def timeline_chart(timeline: list[dict[str, Any]]) -> go.Figure | None:
@@ -130,13 +131,12 @@ def dormant_chart(dormant: dict[str, Any]) -> go.Figure | None:
 
 
 def _div(fig: go.Figure | None, name: str) -> str:
+    """The chart's div (id ``chart-<name>``: the same report gives the same page), or a note."""
     if fig is None:
         return f'<p class="note">No data yet for {escape(name)}.</p>'
-    return (
-        '<div class="chart">'
-        + pio.to_html(fig, full_html=False, include_plotlyjs=False, config=CONFIG)
-        + "</div>"
-    )
+    div_id = "chart-" + re.sub(r"[^a-z0-9]+", "-", name.lower())
+    html = pio.to_html(fig, full_html=False, include_plotlyjs=False, config=CONFIG, div_id=div_id)
+    return f'<div class="chart">{html}</div>'
 
 
 def _steps_table(steps: list[dict[str, Any]]) -> str:
@@ -175,7 +175,7 @@ def render(report: dict[str, Any]) -> str:
     """The whole page for a report as :func:`loyalflow.report.build.build_report` returns it."""
     days = report["attribution_days"]
     referral, churn = report["referral"], report["churn"]
-    funnels = "".join(_div(funnel_chart(f, days), f["campaign"]) for f in report["funnels"])
+    funnels = "".join(_div(funnel_chart(f, days), f"funnel {f['campaign']}") for f in report["funnels"])
     churn_text = ", ".join(f"{escape(k.replace('_', ' '))} {v:,}" for k, v in sorted(churn.items()))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>loyalflow report {escape(report["as_of"])}</title>

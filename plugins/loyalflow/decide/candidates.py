@@ -65,25 +65,6 @@ def _suppressed(
     return suppressions.lookup(engine, addresses)
 
 
-def _reserver(rt: Runtime, campaign: Campaign, policy: Policy, opts: RunOptions) -> Any:
-    """The cap reservation callback ``decide`` uses (a dry run checks without reserving)."""
-
-    def reserve(customer_id: str, key: str, day: dt.date) -> str | None:
-        return caps.reserve(
-            rt.state,
-            customer_id=customer_id,
-            key=key,
-            day=day,
-            campaign=campaign.id,
-            priority=campaign.priority,
-            per_day=policy.per_day,
-            per_week=policy.per_week,
-            commit=not opts.dry_run,
-        )
-
-    return reserve
-
-
 def _reentry(
     campaign: Campaign, anchors: dict[str, dt.date], row: dict[str, Any], key: str, sent: set[str]
 ) -> str | None:
@@ -143,36 +124,56 @@ def candidates(
         consent=book,
         suppressed=_suppressed(rt.state, campaign, customers, book, opts.send_time),
         ledger_keys={k for k, status in known.items() if status != ledger.RELEASED},
-        reserve=_reserver(rt, campaign, policy, opts),
     )
     bundled_before = {k for k, status in known.items() if status == ledger.BUNDLED}
     entries = ledger.recent_anchors(rt.state, campaign.id, ids, opts.as_of, campaign.reentry_days)
-    out: list[Candidate] = []
-    for step, day, (row, *others) in due:
-        main, extra = key(step, row), [(key(step, m), str(m["anchor_id"])) for m in others]
-        customer = customers.get(str(row["customer_id"]))
-        if customer is None:
-            out.append(Candidate(step, row, None, main, Decision("unknown_customer")))
-            continue
-        if not_before is not None and day < not_before:
-            detail = f"step day {day} is before the campaign started on {not_before}"
-            out.append(Candidate(step, row, customer, main, Decision("before_start", detail=detail)))
-            continue
-        if main not in facts.ledger_keys and any(
-            k in facts.ledger_keys and k not in bundled_before for k, _ in extra
-        ):
-            detail = "another anchor of this step and day was already messaged"
-            out.append(
-                Candidate(step, row, customer, main, Decision("already_sent", detail=detail), bundled=extra)
+
+    def decide_chunk() -> list[Candidate]:
+        """Decide every due message of the chunk in segment order (each decision may take a cap slot)."""
+        out: list[Candidate] = []
+        for step, day, (row, *others) in due:
+            main, extra = key(step, row), [(key(step, m), str(m["anchor_id"])) for m in others]
+            customer = customers.get(str(row["customer_id"]))
+            if customer is None:
+                out.append(Candidate(step, row, None, main, Decision("unknown_customer")))
+                continue
+            if not_before is not None and day < not_before:
+                detail = f"step day {day} is before the campaign started on {not_before}"
+                out.append(Candidate(step, row, customer, main, Decision("before_start", detail=detail)))
+                continue
+            if main not in facts.ledger_keys and any(
+                k in facts.ledger_keys and k not in bundled_before for k, _ in extra
+            ):
+                detail = "another anchor of this step and day was already messaged"
+                out.append(
+                    Candidate(
+                        step, row, customer, main, Decision("already_sent", detail=detail), bundled=extra
+                    )
+                )
+                continue
+            exit_reason = row.get("exit_reason")
+            if not exit_reason and campaign.entry == "event":  # state entry waits for re-entry when it enters
+                exit_reason = _reentry(
+                    campaign, entries.get(customer["customer_id"], {}), row, main, facts.ledger_keys
+                )
+            decision = decide(campaign, customer, main, exit_reason, facts, opts.send_time, policy)
+            if decision.eligible:
+                entries[customer["customer_id"]][str(row["anchor_id"])] = opts.as_of
+            out.append(Candidate(step, row, customer, main, decision, bundled=extra))
+        return out
+
+    if campaign.category != "marketing":
+        return decide_chunk()
+    # Marketing: one cap book for the chunk, its customers locked while their slots are decided (a dry run
+    # checks without reserving). The earliest slot day is the day before the send time (time zones).
+    since = (opts.send_time - dt.timedelta(days=1)).date()
+    keys = [key(step, members[0]) for step, _, members in due]
+    with caps.reserving(rt.state, ids, keys, since, commit=not opts.dry_run) as cap_book:
+
+        def reserve(customer_id: str, cap_key: str, day: dt.date) -> str | None:
+            return cap_book.reserve(
+                customer_id, cap_key, day, campaign.id, campaign.priority, policy.per_day, policy.per_week
             )
-            continue
-        exit_reason = row.get("exit_reason")
-        if not exit_reason and campaign.entry == "event":  # state entry waits for re-entry when it enters
-            exit_reason = _reentry(
-                campaign, entries.get(customer["customer_id"], {}), row, main, facts.ledger_keys
-            )
-        decision = decide(campaign, customer, main, exit_reason, facts, opts.send_time, policy)
-        if decision.eligible:
-            entries[customer["customer_id"]][str(row["anchor_id"])] = opts.as_of
-        out.append(Candidate(step, row, customer, main, decision, bundled=extra))
-    return out
+
+        facts.reserve = reserve
+        return decide_chunk()

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from loyalflow.deliver.ledger import COUNTED
 from loyalflow.state import cap_reservations as res
 from loyalflow.state import ledger
+from loyalflow.warehouse import ID_BATCH
 
 ACTIVE = ("held", "sending", "sent")
 
@@ -28,10 +31,15 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _lock(conn: sa.Connection, customer_id: str) -> None:
-    """Serialise reservations of one customer (SQLite: take the database write lock now)."""
+def _lock(conn: sa.Connection, customer_ids: list[str]) -> None:
+    """Serialise reservations of these customers (PostgreSQL advisory locks taken in one sorted order, so
+    two chunks never deadlock; SQLite: take the database write lock now)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(customer_id.encode())})
+        keys = sorted({zlib.crc32(c.encode()) for c in customer_ids})
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(:keys) AS k ORDER BY 1) AS s"),
+            {"keys": keys},
+        )
     else:
         conn.execute(sa.update(res).where(sa.false()).values(status="held"))
 
@@ -47,6 +55,179 @@ def _over(days: list[dt.date], day: dt.date, per_day: int, per_week: int) -> str
     return None
 
 
+@dataclass
+class _Slot:
+    idempotency_key: str
+    day: dt.date
+    campaign: str
+    priority: int
+    status: str
+
+
+@dataclass
+class CapBook:
+    """The cap state of some customers, read once under their locks (see :func:`reserving`).
+
+    :meth:`reserve` applies the rules in memory and buffers the new reservations; :func:`reserving`
+    writes them in one ``executemany`` in the same transaction, so a whole chunk is one atomic step.
+    """
+
+    conn: sa.Connection
+    commit: bool
+    slots: dict[str, list[_Slot]]  # customer_id -> active reservations
+    legacy: dict[str, list[tuple[str, dt.datetime | None, dt.date]]]  # customer -> (key, send_at, as_of)
+    status: dict[str, str]  # idempotency_key -> reservation status (any)
+    inserts: list[dict] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)
+
+    def reserve(
+        self,
+        customer_id: str,
+        key: str,
+        day: dt.date,
+        campaign: str,
+        priority: int,
+        per_day: int,
+        per_week: int,
+    ) -> str | None:
+        """Take a cap slot for ``key``; None when granted, else the reason (naming who holds the slots)."""
+        mine = self.status.get(key)
+        if mine in ACTIVE:
+            return None
+        lo, hi = day - dt.timedelta(days=6), day + dt.timedelta(days=6)
+        rows = [r for r in self.slots.get(customer_id, []) if lo <= r.day <= hi]
+        known = {r.idempotency_key for r in rows}
+        legacy = [
+            (k, send_at, as_of)
+            for k, send_at, as_of in self.legacy.get(customer_id, [])
+            if lo - dt.timedelta(days=1) <= as_of <= hi
+        ]
+        fixed = [r.day for r in rows if r.status != "held" or r.priority >= priority]
+        fixed += [(send_at.date() if send_at else as_of) for k, send_at, as_of in legacy if k not in known]
+        preemptible = sorted(
+            (r for r in rows if r.status == "held" and r.priority < priority),
+            key=lambda r: r.priority,
+            reverse=True,
+        )
+        why = _over(fixed + [r.day for r in preemptible], day, per_day, per_week)
+        victims = []
+        while why and preemptible:
+            victims.append(preemptible.pop())  # lowest priority first
+            why = _over(fixed + [r.day for r in preemptible], day, per_day, per_week)
+        if why:
+            unreserved = any(k not in known for k, _, _ in legacy)
+            holders = sorted({r.campaign for r in rows} | ({"earlier sends"} if unreserved else set()))
+            return f"{why} (held by {', '.join(holders) or 'other messages'})"
+        if not self.commit:
+            return None
+        if victims and not self._release(victims, campaign, priority):
+            return f"cap reached: {victims[0].campaign} started sending"
+        values = {"customer_id": customer_id, "day": day, "campaign": campaign, "priority": priority}
+        row = {**values, "status": "held", "detail": None, "updated_at": _utcnow(), "idempotency_key": key}
+        (self.inserts if mine is None else self.updates).append(row)
+        self.status[key] = "held"
+        self.slots.setdefault(customer_id, []).append(_Slot(key, day, campaign, priority, "held"))
+        return None
+
+    def _release(self, victims: list[_Slot], campaign: str, priority: int) -> bool:
+        """Release preempted ``held`` slots, all or none (one may have started sending meanwhile)."""
+        detail = f"preempted by {campaign} (priority {priority})"
+        with self.conn.begin_nested() as savepoint:
+            for victim in victims:
+                done = self.conn.execute(
+                    sa.update(res)
+                    .where(res.c.idempotency_key == victim.idempotency_key, res.c.status == "held")
+                    .values(status="released", detail=detail, updated_at=_utcnow())
+                ).rowcount
+                if not done:
+                    savepoint.rollback()
+                    return False
+        for victim in victims:
+            victim.status = "released"
+            self.status[victim.idempotency_key] = "released"
+            for slots in self.slots.values():
+                if victim in slots:
+                    slots.remove(victim)
+        return True
+
+
+def _load(conn: sa.Connection, customer_ids: list[str], keys: list[str], since: dt.date) -> dict:
+    slots: dict[str, list[_Slot]] = {}
+    legacy: dict[str, list[tuple[str, dt.datetime | None, dt.date]]] = {}
+    status: dict[str, str] = {}
+    for start in range(0, len(customer_ids), ID_BATCH):
+        batch = customer_ids[start : start + ID_BATCH]
+        for r in conn.execute(
+            sa.select(
+                res.c.customer_id,
+                res.c.idempotency_key,
+                res.c.day,
+                res.c.campaign,
+                res.c.priority,
+                res.c.status,
+            ).where(res.c.customer_id.in_(batch), res.c.day >= since, res.c.status.in_(ACTIVE))
+        ):
+            slots.setdefault(r.customer_id, []).append(
+                _Slot(r.idempotency_key, r.day, r.campaign, r.priority, r.status)
+            )
+        for sent in conn.execute(
+            sa.select(ledger.c.customer_id, ledger.c.idempotency_key, ledger.c.send_at, ledger.c.as_of).where(
+                ledger.c.customer_id.in_(batch),
+                ledger.c.category == "marketing",
+                ledger.c.status.in_(COUNTED),
+                ledger.c.as_of >= since - dt.timedelta(days=1),
+            )
+        ):
+            legacy.setdefault(sent.customer_id, []).append((sent.idempotency_key, sent.send_at, sent.as_of))
+    for start in range(0, len(keys), ID_BATCH):
+        stmt = sa.select(res.c.idempotency_key, res.c.status).where(
+            res.c.idempotency_key.in_(keys[start : start + ID_BATCH])
+        )
+        status.update((k, st) for k, st in conn.execute(stmt))
+    return {"slots": slots, "legacy": legacy, "status": status}
+
+
+@contextmanager
+def reserving(
+    engine: sa.Engine, customer_ids: Iterable[str], keys: Iterable[str], since: dt.date, commit: bool = True
+) -> Iterator[CapBook]:
+    """A :class:`CapBook` for these customers: their locks are held, their reservations from ``since - 6``
+    days on read once; the reservations taken are written on exit (a dry run, ``commit=False``, writes
+    nothing). ``since`` is the earliest local day any reservation may ask for."""
+    ids = sorted({str(c) for c in customer_ids})
+    with engine.connect() as conn, conn.begin() as tx:
+        _lock(conn, ids)
+        book = CapBook(conn, commit, **_load(conn, ids, list(keys), since - dt.timedelta(days=6)))
+        yield book
+        if not commit:
+            tx.rollback()
+            return
+        if book.inserts:
+            conn.execute(sa.insert(res), book.inserts)
+        if book.updates:
+            stmt = sa.update(res).where(res.c.idempotency_key == sa.bindparam("k"))
+            conn.execute(
+                stmt.values(
+                    {
+                        c: sa.bindparam(c)
+                        for c in (
+                            "customer_id",
+                            "day",
+                            "campaign",
+                            "priority",
+                            "status",
+                            "detail",
+                            "updated_at",
+                        )
+                    }
+                ),
+                [
+                    {**{k: v for k, v in u.items() if k != "idempotency_key"}, "k": u["idempotency_key"]}
+                    for u in book.updates
+                ],
+            )
+
+
 def reserve(
     engine: sa.Engine,
     *,
@@ -59,76 +240,9 @@ def reserve(
     per_week: int,
     commit: bool = True,
 ) -> str | None:
-    """Take a cap slot for ``key``; None when granted, else the reason (naming who holds the slots)."""
-    lo, hi = day - dt.timedelta(days=6), day + dt.timedelta(days=6)
-    with engine.connect() as conn, conn.begin() as tx:
-        _lock(conn, customer_id)
-        mine = conn.execute(sa.select(res.c.status).where(res.c.idempotency_key == key)).scalar()
-        if mine in ACTIVE:
-            return None
-        rows = conn.execute(
-            sa.select(res.c.idempotency_key, res.c.day, res.c.campaign, res.c.priority, res.c.status).where(
-                res.c.customer_id == customer_id, res.c.day.between(lo, hi), res.c.status.in_(ACTIVE)
-            )
-        ).all()
-        known = {r.idempotency_key for r in rows}
-        legacy = conn.execute(
-            sa.select(ledger.c.idempotency_key, ledger.c.send_at, ledger.c.as_of).where(
-                ledger.c.customer_id == customer_id,
-                ledger.c.category == "marketing",
-                ledger.c.status.in_(COUNTED),
-                ledger.c.as_of.between(lo - dt.timedelta(days=1), hi),
-            )
-        ).all()
-        fixed = [r.day for r in rows if r.status != "held" or r.priority >= priority]
-        fixed += [
-            (r.send_at.date() if r.send_at else r.as_of) for r in legacy if r.idempotency_key not in known
-        ]
-        preemptible = sorted(
-            (r for r in rows if r.status == "held" and r.priority < priority),
-            key=lambda r: r.priority,
-            reverse=True,
-        )
-        why = _over(fixed + [r.day for r in preemptible], day, per_day, per_week)
-        victims = []
-        while why and preemptible:
-            victims.append(preemptible.pop())  # lowest priority first
-            why = _over(fixed + [r.day for r in preemptible], day, per_day, per_week)
-        if why:
-            unreserved = any(r.idempotency_key not in known for r in legacy)
-            holders = sorted({r.campaign for r in rows} | ({"earlier sends"} if unreserved else set()))
-            tx.rollback()
-            return f"{why} (held by {', '.join(holders) or 'other messages'})"
-        if not commit:
-            tx.rollback()
-            return None
-        now = _utcnow()
-        for victim in victims:
-            done = conn.execute(
-                sa.update(res)
-                .where(res.c.idempotency_key == victim.idempotency_key, res.c.status == "held")
-                .values(
-                    status="released", detail=f"preempted by {campaign} (priority {priority})", updated_at=now
-                )
-            ).rowcount
-            if not done:
-                tx.rollback()
-                return f"cap reached: {victim.campaign} started sending"
-        values = {
-            "customer_id": customer_id,
-            "day": day,
-            "campaign": campaign,
-            "priority": priority,
-            "status": "held",
-            "detail": None,
-            "updated_at": now,
-        }
-        if mine is None:
-            conn.execute(sa.insert(res).values(idempotency_key=key, **values))
-        else:
-            conn.execute(sa.update(res).where(res.c.idempotency_key == key).values(**values))
-        tx.commit()
-    return None
+    """Take one cap slot in its own transaction (see :meth:`CapBook.reserve`)."""
+    with reserving(engine, [customer_id], [key], day, commit) as book:
+        return book.reserve(customer_id, key, day, campaign, priority, per_day, per_week)
 
 
 def confirm(engine: sa.Engine, keys: Iterable[str]) -> set[str]:

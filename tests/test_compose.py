@@ -147,6 +147,19 @@ def test_every_variable_is_documented_in_the_readme(compose: dict[str, Any]) -> 
     assert not missing, f"not in README.md's 'Docker compose' table: {missing}"
 
 
+def test_every_setting_has_a_comment(compose: dict[str, Any]) -> None:
+    """Each environment entry has a comment above it, shared by at most a group of three entries."""
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    names = {name for service in compose["services"].values() for name in environment(service)}
+    for name in sorted(names):
+        for number, line in enumerate(lines):
+            if not re.match(rf"\s+{re.escape(name)}:", line):
+                continue
+            above = [text.strip() for text in lines[max(0, number - 3) : number]][::-1]
+            group = next((i for i, text in enumerate(above) if not re.match(r"[A-Z_][A-Z0-9_]*:", text)), 3)
+            assert group < 3 and above[group].startswith("#"), f"{name} (line {number + 1}) has no comment"
+
+
 def test_celery_settings_are_the_ones_the_celery_test_runs(compose: dict[str, Any]) -> None:
     env = environment(compose["services"]["airflow-worker"])
     expected = celery_env(env["AIRFLOW__CELERY__BROKER_URL"], env["AIRFLOW__CELERY__RESULT_BACKEND"])

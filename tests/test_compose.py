@@ -147,17 +147,20 @@ def test_every_variable_is_documented_in_the_readme(compose: dict[str, Any]) -> 
     assert not missing, f"not in README.md's 'Docker compose' table: {missing}"
 
 
+SHARED_COMMENT = {"POSTGRES_PASSWORD": "POSTGRES_USER", "POSTGRES_DB": "POSTGRES_PASSWORD"}
+
+
 def test_every_setting_has_a_comment(compose: dict[str, Any]) -> None:
-    """Each environment entry has a comment above it, shared by at most a group of three entries."""
-    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    """Each environment entry has a comment line right above it (the postgres image's three share one)."""
+    lines = [line.strip() for line in COMPOSE.read_text(encoding="utf-8").splitlines()]
     names = {name for service in compose["services"].values() for name in environment(service)}
     for name in sorted(names):
-        for number, line in enumerate(lines):
-            if not re.match(rf"\s+{re.escape(name)}:", line):
-                continue
-            above = [text.strip() for text in lines[max(0, number - 3) : number]][::-1]
-            group = next((i for i, text in enumerate(above) if not re.match(r"[A-Z_][A-Z0-9_]*:", text)), 3)
-            assert group < 3 and above[group].startswith("#"), f"{name} (line {number + 1}) has no comment"
+        numbers = [n for n, line in enumerate(lines) if line.startswith(f"{name}:")]
+        assert numbers, name
+        for number in numbers:
+            above = lines[number - 1]
+            shared = name in SHARED_COMMENT and above.startswith(f"{SHARED_COMMENT[name]}:")
+            assert above.startswith("#") or shared, f"{name} (line {number + 1}) has no comment above it"
 
 
 def test_celery_settings_are_the_ones_the_celery_test_runs(compose: dict[str, Any]) -> None:

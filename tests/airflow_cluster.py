@@ -262,6 +262,10 @@ def start_cluster(tmp: Path, campaign_ids: list[str], workers: tuple[str, ...] =
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            # where the report task sets the run's note (plugins/loyalflow/airflow/note.py)
+            "AIRFLOW_CONN_LOYALFLOW_AIRFLOW_API": json.dumps(
+                {"conn_type": "http", "host": base, "login": ADMIN, "password": PASSWORD}
+            ),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__BASE_URL": base,

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import css_inline
 import jinja2
+import sqlalchemy as sa
 
 from loyalflow.compose.context import build_context
 from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
-from tests.shapes import build, load_sqlite, sqlite_engine
+from tests.shapes import build, load_postgres, load_sqlite, sqlite_engine
 
 AS_OF = dt.date(2026, 11, 20)
 BENCH_CAMPAIGN = """id: bench_all
@@ -52,19 +53,17 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def bench_render(rt: Runtime, n: int) -> dict[str, float]:
-    """Messages rendered per second: loyalflow's full email and SMS vs plain Jinja baselines."""
+    """Messages rendered per second: loyalflow's full email and SMS vs plain Jinja baselines.
+
+    loyalflow's figure is the per-message path of ``compose_all``: one Composer per chunk (shared
+    context, link signer, compiled templates), then context, subject, HTML with inlined CSS and text per
+    message, each for a different customer.
+    """
+    from loyalflow.compose.message import Composer
+    from loyalflow.decide.candidates import Candidate
+    from loyalflow.decide.eligibility import Decision
+
     campaign = rt.campaign("thank_you")
-    customer = {"customer_id": "C1", "first_name": "Ana", "persona": "vacationing_family", "locale": "en_US"}
-    row = {
-        "customer_id": "C1",
-        "anchor_id": "2026-11-20",
-        "anchor_at": dt.datetime(2026, 11, 20),
-        "order_count": 1,
-        "product": "Harbor Suite, 2 nights",
-        "order_total": 240.0,
-        "friend_first_name": None,
-    }
-    row["items"] = [dict(row)]  # the anchors bundled into the message: one here
     source = "Hi {{ name }}, thank you for booking {{ product }} with {{ brand }}."
     values = {"name": "Ana", "product": "Harbor Suite", "brand": "Harbor & Pine"}
     compiled = jinja2.Environment().from_string(source)
@@ -79,12 +78,32 @@ def bench_render(rt: Runtime, n: int) -> dict[str, float]:
     from_string = _rate(few, time.perf_counter() - started)
     out = {"jinja_compiled_once_per_s": baseline, "jinja_from_string_each_per_s": from_string}
     for channel in ("email", "sms"):
-        started = time.perf_counter()
-        for _ in range(n):
-            context = build_context(
-                rt.settings, rt.brand, campaign, campaign.steps[0], customer, row, channel, AS_OF
+        cands = []
+        for i in range(n):
+            customer = {
+                "customer_id": f"C{i}",
+                "first_name": "Ana",
+                "persona": "vacationing_family",
+                "locale": "en_US",
+            }
+            row = {
+                "customer_id": f"C{i}",
+                "anchor_id": "2026-11-20",
+                "anchor_at": dt.datetime(2026, 11, 20),
+                "order_count": 1,
+                "product": "Harbor Suite, 2 nights",
+                "order_total": 240.0,
+                "friend_first_name": None,
+            }
+            row["items"] = [dict(row)]  # the anchors bundled into the message: one here
+            address = "ana@example.com" if channel == "email" else "+12075550100"
+            cands.append(
+                Candidate(campaign.steps[0], row, customer, f"k{i}", Decision("eligible", channel, address))
             )
-            rt.renderer.render("thank_you", "thanks", channel, context)
+        started = time.perf_counter()
+        composer = Composer(rt, campaign, RunOptions(AS_OF, "bench", now=dt.datetime(2026, 11, 20, 15)))
+        for cand in cands:
+            composer.message(cand)
         out[f"loyalflow_{channel}_message_per_s"] = _rate(n, time.perf_counter() - started)
     return out
 
@@ -108,8 +127,16 @@ def bench_naive(rt: Runtime, n: int) -> float:
     return _rate(n, time.perf_counter() - started)
 
 
-def _project(workdir: Path) -> Settings:
-    """A copy of the shipped campaigns and templates plus the benchmark campaign, on SQLite."""
+def _databases(workdir: Path, pg: str | None) -> tuple[str, str]:
+    """Warehouse and state URLs: SQLite files in ``workdir``, or two schemas of the PostgreSQL at ``pg``."""
+    if not pg:
+        return f"sqlite:///{workdir / 'warehouse.db'}", f"sqlite:///{workdir / 'state.db'}"
+    schema = f"{pg}?options=-csearch_path%3Dlf_bench_{{}}_{workdir.name}"
+    return schema.format("wh"), schema.format("state")
+
+
+def _project(workdir: Path, pg: str | None = None) -> Settings:
+    """A copy of the shipped campaigns and templates plus the benchmark campaign."""
     home = workdir / "project"
     if not home.exists():
         for folder in ("campaigns", "templates"):
@@ -119,8 +146,8 @@ def _project(workdir: Path) -> Settings:
         shutil.copytree(home / "templates" / "thank_you", home / "templates" / "bench_all")
     return Settings(
         home=home,
-        warehouse_url=f"sqlite:///{workdir / 'warehouse.db'}",
-        state_url=f"sqlite:///{workdir / 'state.db'}",
+        warehouse_url=_databases(workdir, pg)[0],
+        state_url=_databases(workdir, pg)[1],
         outbox_dir=workdir / "outbox",
         work_url=str(workdir / "work"),
         secret_key="bench-key-0123456789-0123456789-0123456789",
@@ -128,17 +155,29 @@ def _project(workdir: Path) -> Settings:
     )
 
 
-def seed_stage(customers: int, workdir: Path) -> dict[str, float]:
-    """Generate and load the warehouse (its own process: generation memory is not the pipeline's)."""
+def seed_stage(customers: int, workdir: Path, pg: str | None) -> dict[str, float]:
+    """Generate and load the warehouse (its own process: generation memory is not the pipeline's).
+
+    SQLite gets text ids; PostgreSQL gets ``bigint`` ids, loaded with COPY, into fresh schemas."""
     started = time.perf_counter()
     frames = build(customers=customers, orders=3 * customers)
-    load_sqlite(sqlite_engine(workdir / "warehouse.db"), frames.tables("text"), "text")
+    if pg:
+        admin = sa.create_engine(pg)
+        with admin.begin() as conn:
+            for part in ("wh", "state"):
+                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS lf_bench_{part}_{workdir.name} CASCADE"))
+                conn.execute(sa.text(f"CREATE SCHEMA lf_bench_{part}_{workdir.name}"))
+        load_postgres(
+            sa.create_engine(_databases(workdir, pg)[0]), frames.tables("integer"), "integer", False
+        )
+    else:
+        load_sqlite(sqlite_engine(workdir / "warehouse.db"), frames.tables("text"), "text")
     return {"seed_s": time.perf_counter() - started, "orders": float(len(frames.orders))}
 
 
-def pipeline_stage(workdir: Path, rerun: bool) -> dict[str, float]:
+def pipeline_stage(workdir: Path, rerun: bool, pg: str | None) -> dict[str, float]:
     """Run the benchmark campaign for every customer (and optionally again: it must send nothing)."""
-    rt = Runtime(_project(workdir))
+    rt = Runtime(_project(workdir, pg))
     now = dt.datetime(2026, 11, 20, 15)
     started = time.perf_counter()
     totals = run(rt, "bench_all", RunOptions(AS_OF, "bench", now=now))
@@ -164,11 +203,18 @@ def _stage(*args: str) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_pipeline(customers: int, workdir: Path, rerun: bool = False) -> dict[str, float]:
+def bench_pipeline(
+    customers: int, workdir: Path, rerun: bool = False, pg: str | None = None
+) -> dict[str, float]:
     """Seed ``customers`` (about 3 orders each) and run the pipeline over all of them, each in a child."""
     workdir.mkdir(parents=True, exist_ok=True)
-    seeded = _stage("--stage", "seed", "--customers", str(customers), "--workdir", str(workdir))
-    figures = _stage("--stage", "pipeline", "--workdir", str(workdir), *(["--rerun"] if rerun else []))
+    where = ["--workdir", str(workdir), *(["--pg", pg] if pg else [])]
+    seeded = _stage("--stage", "seed", "--customers", str(customers), *where)
+    figures = _stage("--stage", "pipeline", *where, *(["--rerun"] if rerun else []))
+    if pg:
+        with sa.create_engine(pg).begin() as conn:
+            for part in ("wh", "state"):
+                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS lf_bench_{part}_{workdir.name} CASCADE"))
     return {
         "customers": float(customers),
         **seeded,
@@ -187,19 +233,20 @@ def main() -> None:
     parser.add_argument("--customers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rerun", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pg", help="PostgreSQL URL: warehouse (bigint ids) and state there, not SQLite")
     args = parser.parse_args()
     if args.stage == "seed":
-        print(json.dumps(seed_stage(args.customers, args.workdir)))
+        print(json.dumps(seed_stage(args.customers, args.workdir, args.pg)))
         return
     if args.stage == "pipeline":
-        print(json.dumps(pipeline_stage(args.workdir, args.rerun)))
+        print(json.dumps(pipeline_stage(args.workdir, args.rerun, args.pg)))
         return
     sizes = sorted(int(size) for size in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="loyalflow-bench-") as tmp:
         rt = Runtime(_project(Path(tmp) / "render"))
         render = bench_render(rt, args.renders)
         naive = bench_naive(rt, args.naive)
-        runs = [bench_pipeline(n, Path(tmp) / f"n{n}", rerun=n == sizes[0]) for n in sizes]
+        runs = [bench_pipeline(n, Path(tmp) / f"n{n}", n == sizes[0], args.pg) for n in sizes]
     jinja, email_rate = render["jinja_compiled_once_per_s"], render["loyalflow_email_message_per_s"]
     print("render (messages/s, one core):")
     for name, value in {**render, "naive_per_message_env_and_css_per_s": naive}.items():
@@ -207,9 +254,8 @@ def main() -> None:
     print(f"  full email vs one compiled bare template: {email_rate / jinja:.3f}x")
     print(f"  full email vs the naive baseline:         {email_rate / naive:.1f}x")
     for figures in runs:
-        print(
-            f"pipeline, {int(figures['customers']):,} customers (SQLite warehouse and state, outbox JSONL):"
-        )
+        where = "PostgreSQL, bigint ids" if args.pg else "SQLite"
+        print(f"pipeline, {int(figures['customers']):,} customers ({where} warehouse and state, outbox):")
         for name, value in figures.items():
             print(f"  {name:38s} {value:14,.2f}")
         print(f"  pipeline vs full email render:           {figures['msgs_per_s'] / email_rate:.2f}x")

@@ -1,4 +1,10 @@
-"""Builds one Airflow DAG per campaign file: plan → send_chunk (mapped over audience chunks) → report."""
+"""Builds one Airflow DAG per campaign file: plan → send_chunk (mapped over audience chunks) → report.
+
+The trigger form's Params: ``as_of``, ``dry_run``, ``send_limit`` and ``test_recipients`` (a test send:
+``plan`` sends the campaign's real messages for sample customers to those addresses only, marked as
+tests, and plans no audience; see plugins/loyalflow/deliver/testsend.py). ``report`` logs the run's
+summary in a marketer's words and sets it as the DAG run's note (plugins/loyalflow/airflow/note.py).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from loyalflow.errors import LoyalflowError
-from loyalflow.settings import get_settings
+from loyalflow.home import campaigns_dir, templates_dir
 from loyalflow.spec import Campaign, load_campaign
 
 if TYPE_CHECKING:
+    from loyalflow.deliver.testsend import Recipient
     from loyalflow.runtime import RunOptions, Runtime
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -35,6 +42,7 @@ def one_line_errors() -> Iterator[None]:
 @lru_cache(maxsize=1)
 def _runtime() -> Runtime:
     from loyalflow.runtime import Runtime
+    from loyalflow.settings import get_settings
 
     return Runtime(get_settings())
 
@@ -57,6 +65,19 @@ def run_options(context: Any) -> RunOptions:
         dry_run=bool(params.get("dry_run")),
         send_limit=int(limit) if limit not in (None, "") else None,
     )
+
+
+def test_recipients(context: Any) -> list[Recipient]:
+    """The trigger form's ``test_recipients``, validated; a bad address fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from loyalflow.deliver.testsend import parse_recipients
+
+    try:
+        return parse_recipients(context["params"].get("test_recipients"))
+    except LoyalflowError as exc:
+        log.error("%s", exc)
+        raise AirflowFailException(str(exc)) from None
 
 
 def build_dag(campaign: Campaign) -> DAG:
@@ -89,17 +110,53 @@ def build_dag(campaign: Campaign) -> DAG:
                 minimum=0,
                 description="Send at most this many messages in this run.",
             ),
+            "test_recipients": Param(
+                [],
+                type="array",
+                items={"type": "string"},
+                title="Test recipients",
+                description="A test send: email addresses or phone numbers (E.164, +4915123456789), one per "
+                "line. Each gets one real message of this campaign, rendered for a real customer and marked "
+                "[TEST]; no customer is messaged and nothing counts in the reports.",
+            ),
         },
     ) as dag:
 
         @task
         def plan() -> list[str]:
-            """Materialise the audience into chunk files; fails (sending nothing) if a sample render fails."""
-            from loyalflow.pipeline import plan as plan_run
+            """Materialise the audience into chunk files; fails (sending nothing) if a sample render fails.
 
+            A test send instead sends the test messages here and plans no audience.
+            """
             with one_line_errors():
-                rt = _runtime()
-                return plan_run(rt, rt.campaign(campaign.id), run_options(get_current_context()))
+                rt, context = _runtime(), get_current_context()
+                opts, recipients = run_options(context), test_recipients(context)
+                if recipients:
+                    from loyalflow.deliver.testsend import send_tests
+
+                    rows = send_tests(rt, rt.campaign(campaign.id), recipients, opts)
+                    for row in rows:
+                        log.info(
+                            "test %s to %s (%s, step %s) %s",
+                            row["status"],
+                            row["to"],
+                            row["channel"],
+                            row["step"],
+                            row["error"],
+                        )
+                    context["ti"].xcom_push(key="test_sends", value=rows)
+                    return []
+                from loyalflow.pipeline import plan as plan_run
+
+                chunks = plan_run(rt, rt.campaign(campaign.id), opts)
+                log.info(
+                    "campaign %s: %d audience chunk(s) of up to %d customers for %s",
+                    campaign.id,
+                    len(chunks),
+                    rt.settings.chunk_size,
+                    opts.as_of,
+                )
+                return chunks
 
         @task(max_active_tis_per_dagrun=4)
         def send_chunk(chunk: str) -> dict[str, int]:
@@ -112,16 +169,27 @@ def build_dag(campaign: Campaign) -> DAG:
 
         @task(trigger_rule="none_failed")
         def report() -> dict[str, int]:
-            """Log the run's summary (audience, sent, skipped by reason per step); drop its audience files."""
+            """Log the summary in a marketer's words, set it as the DAG run's note; drop the audience."""
+            from loyalflow.airflow.note import set_note
             from loyalflow.audience.segments import discard
-            from loyalflow.ops.summary import summary
+            from loyalflow.ops.summary import note, summary
 
             with one_line_errors():
-                rt, run_id = _runtime(), get_current_context()["run_id"]
-                frame = summary(rt.state, [run_id])
-                print(frame.to_string(index=False))
-                discard(rt.settings.work_url, campaign.id, run_id)
-                return {"sent": int(frame["sent"].sum()) if not frame.empty else 0}
+                rt, context = _runtime(), get_current_context()
+                opts = run_options(context)
+                tests = context["ti"].xcom_pull(task_ids="plan", key="test_sends") or []
+                frame = summary(rt.state, [opts.run_id])
+                if not frame.empty:
+                    print(frame.to_string(index=False))
+                text = note(rt.state, opts.run_id, opts.as_of, opts.dry_run, [t["to"] for t in tests])
+                log.info("%s", text)
+                set_note(campaign.id, opts.run_id, text)
+                discard(rt.settings.work_url, campaign.id, opts.run_id)
+                return {
+                    "sent": int(frame["sent"].sum()),
+                    "would_send": int(frame["would send"].sum()),
+                    "test_messages": sum(t["status"] == "sent" for t in tests),
+                }
 
         send_chunk.expand(chunk=plan()) >> report()
     return dag
@@ -129,8 +197,7 @@ def build_dag(campaign: Campaign) -> DAG:
 
 def campaign_dag(campaign_id: str) -> DAG:
     """Load ``campaigns/<campaign_id>.yaml`` and build its DAG (a bad file raises a one-line error)."""
-    settings = get_settings()
-    return build_dag(load_campaign(settings.campaigns_dir / f"{campaign_id}.yaml", settings.templates_dir))
+    return build_dag(load_campaign(campaigns_dir() / f"{campaign_id}.yaml", templates_dir()))
 
 
 def dispatch_dag(schedule: str = "*/15 * * * *") -> DAG:

@@ -12,8 +12,10 @@ from typing import Any
 
 import yaml
 
-from loyalflow.compose.message import render_parts
-from loyalflow.runtime import Runtime
+from loyalflow.compose.message import compose_all, render_parts
+from loyalflow.decide.candidates import Candidate
+from loyalflow.decide.eligibility import Decision
+from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
 from loyalflow.spec import Campaign, campaign_files
 
@@ -158,6 +160,28 @@ def render_all(rt: Runtime) -> dict[str, dict[str, dict[str, str]]]:
     for case, campaign, step, customer, row, channel in cases(rt):
         parts = render_parts(rt, campaign, step, customer, row, channel, AS_OF)[1]
         out.setdefault(campaign.id, {})[case] = parts
+    return out
+
+
+def compose_each(rt: Runtime) -> dict[str, dict[str, dict[str, str]]]:
+    """Every case's parts through :func:`compose_all`, one "chunk" per campaign (the pipeline's path)."""
+    by_campaign: dict[str, list[tuple[str, Candidate]]] = {}
+    for case, campaign, step, customer, row, channel in cases(rt):
+        address = customer["email"] if channel == "email" else "+12075550100"
+        cand = Candidate(step, row, customer, case, Decision("eligible", channel, address))
+        by_campaign.setdefault(campaign.id, []).append((case, cand))
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for campaign_id, pairs in by_campaign.items():
+        compose_all(rt, rt.campaign(campaign_id), [c for _, c in pairs], RunOptions(AS_OF, "golden"))
+        for case, cand in pairs:
+            msg = cand.message
+            assert msg is not None, f"{case}: {cand.decision}"
+            parts = (
+                {"subject": msg.subject, "html": msg.html, "txt": msg.text}
+                if msg.channel == "email"
+                else {"sms": msg.text}
+            )
+            out.setdefault(campaign_id, {})[case] = parts
     return out
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from loyalflow.spec import campaign_files
-from tests.compose.golden_cases import GOLDEN, render_all, runtime
+from tests.compose.golden_cases import GOLDEN, compose_each, render_all, runtime
 
 CAMPAIGNS = [p.stem for p in campaign_files(runtime().settings.campaigns_dir)]
 
@@ -15,6 +15,11 @@ CAMPAIGNS = [p.stem for p in campaign_files(runtime().settings.campaigns_dir)]
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, dict[str, dict[str, str]]]:
     return render_all(runtime())
+
+
+@pytest.fixture(scope="module")
+def composed() -> dict[str, dict[str, dict[str, str]]]:
+    return compose_each(runtime())
 
 
 def _mismatches(expected: dict[str, dict[str, str]], got: dict[str, dict[str, str]]) -> list[str]:
@@ -36,6 +41,13 @@ def test_render_parts_matches_golden(
     expected = json.loads((GOLDEN / f"{campaign_id}.json").read_text(encoding="utf-8"))
     assert len(expected) >= 20  # every step × channel × customer, not an empty file
     problems = _mismatches(expected, rendered[campaign_id])
+    assert not problems, "\n".join(problems[:20])
+
+
+@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
+def test_compose_all_matches_golden(composed: dict[str, dict[str, dict[str, str]]], campaign_id: str) -> None:
+    expected = json.loads((GOLDEN / f"{campaign_id}.json").read_text(encoding="utf-8"))
+    problems = _mismatches(expected, composed[campaign_id])
     assert not problems, "\n".join(problems[:20])
 
 

@@ -66,7 +66,7 @@ class ContextBuilder:
         self._base = settings.public_url.rstrip("/")
         self._website = brand.website.rstrip("/")
         self._campaign_id = campaign.id
-        self._shared = {
+        self.shared = {
             "brand": brand.model_dump(),
             "lang": copy_language(campaign),
             "campaign": {"id": campaign.id, "name": campaign.name, "category": campaign.category},
@@ -88,7 +88,7 @@ class ContextBuilder:
         customer_id = str(customer["customer_id"])
         code = code_for(self._secret, customer_id)
         context = {k: v for k, v in row.items() if k not in RESERVED}
-        context.update(self._shared)
+        context.update(self.shared)
         context["customer"] = customer
         context["first_name"] = first
         context["greeting"] = greeting(first)

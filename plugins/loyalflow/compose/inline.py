@@ -77,14 +77,23 @@ class collecting:  # noqa: N801 - used as a context manager, like contextlib's h
         _COLLECTOR.values = None
 
 
+_TEXT_SPECIAL = re.compile("[&<>\u00a0\r]")
+_ATTRIBUTE_SPECIAL = re.compile('[&"\u00a0\r]')
+_ANY_SPECIAL = re.compile('[&<>"\u00a0\r]')  # nothing to rewrite, wherever the values sit
+
+
 def _text(value: str) -> str:
     """A value in a text node, as the serializer writes it."""
+    if not _TEXT_SPECIAL.search(value):
+        return value
     value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return value.replace("\u00a0", "&nbsp;").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _attribute(value: str) -> str:
     """A value in a (double-quoted) attribute value, as the serializer writes it."""
+    if not _ATTRIBUTE_SPECIAL.search(value):
+        return value
     value = value.replace("&", "&amp;").replace('"', "&quot;")
     return value.replace("\u00a0", "&nbsp;").replace("\r\n", "\n").replace("\r", "\n")
 
@@ -96,10 +105,15 @@ class Shape:
     pieces: tuple[str, ...]  # len(slots) + 1 pieces of inlined HTML
     slots: tuple[int, ...]  # which value goes after pieces[k] (the serializer may move text)
     in_attribute: tuple[bool, ...]
+    in_order: bool  # slots == 0, 1, 2...
 
     def fill(self, values: Sequence[str]) -> str:
         """The inlined HTML of a page of this shape with these values."""
         pieces = self.pieces
+        if self.in_order and not _ANY_SPECIAL.search("".join(values)):
+            out = [piece for pair in zip(pieces, values, strict=False) for piece in pair]
+            out.append(pieces[-1])
+            return "".join(out)
         out = [pieces[0]]
         for k, slot in enumerate(self.slots):
             out.append(_attribute(values[slot]) if self.in_attribute[k] else _text(values[slot]))
@@ -137,7 +151,7 @@ def compile_shape(shape: str, values: Sequence[str]) -> Shape | None:
     pieces.append(inlined[start:])
     if sorted(slots) != list(range(len(values))) or MARK in "".join(pieces) or _END in "".join(pieces):
         return None
-    compiled = Shape(tuple(pieces), tuple(slots), tuple(in_attribute))
+    compiled = Shape(tuple(pieces), tuple(slots), tuple(in_attribute), slots == sorted(slots))
     probe = [PROBE] * len(values)
     for trial in (values, probe):
         if compiled.fill(trial) != css_inline.inline(page(shape, trial)):

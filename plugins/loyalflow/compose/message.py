@@ -40,6 +40,7 @@ class Composer:
     def __init__(self, rt: Runtime, campaign: Campaign, opts: RunOptions):
         self.rt, self.campaign, self.opts = rt, campaign, opts
         self.contexts = ContextBuilder(rt.settings, rt.brand, campaign, opts.as_of)
+        self.templates = rt.renderer.bind(self.contexts.shared)
         self.email_sender = f"{rt.brand.from_name} <{rt.brand.from_email}>"
 
     def message(self, cand: Candidate) -> Message:
@@ -49,7 +50,7 @@ class Composer:
         channel = cand.decision.channel
         campaign, step = self.campaign, cand.step
         context = self.contexts.build(step, cand.customer, cand.row, channel)
-        parts = self.rt.renderer.render(campaign.id, step.template_name, channel, context)
+        parts = self.templates.render(campaign.id, step.template_name, channel, context)
         headers = {}
         if channel == "email":
             headers = {

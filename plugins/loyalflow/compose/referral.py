@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from loyalflow.state import referral_codes
 
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32
+_PAIRS = [a + b for a in B32 for b in B32]  # two base32 characters per 10 bits
 
 
 @lru_cache(maxsize=8)
@@ -26,7 +27,10 @@ def code_for(secret: str, customer_id: str) -> str:
     mac = _keyed(secret).copy()
     mac.update(customer_id.encode())
     bits = int.from_bytes(mac.digest()[:5], "big")
-    return "HP-" + "".join(B32[(bits >> shift) & 31] for shift in range(35, -5, -5))
+    pairs = _PAIRS
+    return (
+        f"HP-{pairs[bits >> 30]}{pairs[(bits >> 20) & 1023]}{pairs[(bits >> 10) & 1023]}{pairs[bits & 1023]}"
+    )
 
 
 def remember(engine: sa.Engine, secret: str, customer_ids: list[str]) -> None:

@@ -7,7 +7,7 @@ and running ``css_inline`` on every message, which is what tests/compose/test_re
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,21 +18,27 @@ from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, T
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from loyalflow.compose.flatten import captures, flatten
+from loyalflow.compose.fold import fold
 from loyalflow.compose.inline import MARK, Shape, collecting, compile_shape, finalize, page
 from loyalflow.errors import RenderError
 from loyalflow.spec import PARTS_BY_CHANNEL
 
 SMS_STOP_TEXT = "Reply STOP to opt out."
 MAX_SHAPES = 256  # per part; a part whose shape varies more than this is inlined per message
-_WS = re.compile(r"\s+")
+MAX_BOUND = 16  # sets of run constants kept compiled (see Renderer.bind)
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def squash(text: str) -> str:
+    """Runs of whitespace as one space, none at the ends (``str.split`` and ``\\s`` agree on whitespace)."""
+    return " ".join(text.split())
 
 
 def greeting(first_name: Any, fallback: str = "Hi there") -> str:
     """``Hi Ana`` for a usable first name, a friendly fallback otherwise (never ``Hi ,``)."""
     if first_name is None or isinstance(first_name, Undefined):
         return fallback
-    name = _WS.sub(" ", str(first_name)).strip()
+    name = squash(str(first_name))
     return f"Hi {name}" if name and name.lower() not in {"nan", "none", "null"} else fallback
 
 
@@ -73,14 +79,19 @@ class _Part:
     cut: bool = False
     shapes: dict[str, Shape | None] = field(default_factory=dict)
 
-    def html(self, context: dict[str, Any]) -> str:
+    def text(self, scope: dict[str, Any]) -> str:
+        """The rendered part; ``scope`` is the context merged with the environment's globals."""
+        template = self.template
+        return "".join(template.root_render_func(template.new_context(scope, shared=True)))
+
+    def html(self, scope: dict[str, Any]) -> str:
         """The rendered, CSS-inlined HTML (the same as ``css_inline.inline`` of the plain render)."""
         if not self.cut:
-            return css_inline.inline(self.template.render(context))
+            return css_inline.inline(self.text(scope))
         with collecting() as values:
-            shape = self.template.render(context)
+            shape = self.text(scope)
         if shape.count(MARK) != len(values):  # the copy itself holds the mark character
-            return css_inline.inline(self.template.render(context))
+            return css_inline.inline(self.text(scope))
         if shape not in self.shapes:
             if len(self.shapes) >= MAX_SHAPES:
                 return css_inline.inline(page(shape, values))
@@ -91,13 +102,14 @@ class _Part:
         return compiled.fill(values)
 
 
-def _compile(env: ImmutableSandboxedEnvironment, name: str) -> _Part:
+def _compile(env: ImmutableSandboxedEnvironment, name: str, constants: Mapping[str, Any]) -> _Part:
     tree = flatten(env, name)
     if tree is None:
         return _Part(env.get_template(name))
+    tree = fold(env, tree, constants)
     filename = env.loader.get_source(env, name)[1]  # type: ignore[union-attr]
     code = env.compile(tree, name, filename)
-    template = env.template_class.from_code(env, code, env.make_globals(None), None)
+    template = env.template_class.from_code(env, code, dict(env.globals), None)
     return _Part(template, cut=env.autoescape is True and not captures(tree))
 
 
@@ -105,6 +117,64 @@ def _error(name: str, exc: TemplateError) -> RenderError:
     where = exc.name if isinstance(exc, TemplateSyntaxError) and exc.name else name
     line = getattr(exc, "lineno", None)
     return RenderError(f"templates/{where}{f':{line}' if line else ''}: {exc}")
+
+
+class Templates:
+    """The compiled parts for one set of run constants (see :meth:`Renderer.bind`)."""
+
+    def __init__(self, renderer: Renderer, constants: Mapping[str, Any]):
+        self.renderer = renderer
+        self.constants = dict(constants)
+        self._parts: dict[str, _Part] = {}
+        self._chosen: dict[tuple[str, str, str, str | None], list[tuple[str, str, _Part]]] = {}
+
+    def part(self, name: str) -> _Part:
+        """The compiled part ``name`` (``campaign/step[.persona].part.j2``)."""
+        part = self._parts.get(name)
+        if part is None:
+            r = self.renderer
+            env = r.html_env if name.endswith(".html.j2") else r.text_env
+            part = self._parts[name] = _compile(env, name, self.constants)
+        return part
+
+    def _parts_of(
+        self, campaign: str, step: str, channel: str, persona: str | None
+    ) -> list[tuple[str, str, _Part]]:
+        key = (campaign, step, channel, persona)
+        found = self._chosen.get(key)
+        if found is None:
+            found = []
+            for part in PARTS_BY_CHANNEL[channel]:
+                name = self.renderer.template_name(campaign, step, part, persona)
+                try:
+                    found.append((part, name, self.part(name)))
+                except TemplateError as exc:
+                    raise _error(name, exc) from exc
+            self._chosen[key] = found
+        return found
+
+    def render(self, campaign: str, step: str, channel: str, context: dict[str, Any]) -> dict[str, str]:
+        """Render every part of ``channel`` (email: subject, html, txt; sms: sms).
+
+        ``context`` must hold the bound constants unchanged (a ContextBuilder's contexts do).
+        """
+        persona = (context.get("customer") or {}).get("persona")
+        scope = {**self.renderer.html_env.globals, **context}
+        out: dict[str, str] = {}
+        for part, name, compiled in self._parts_of(campaign, step, channel, persona):
+            try:
+                out[part] = compiled.html(scope) if part == "html" else compiled.text(scope)
+            except TemplateError as exc:
+                raise _error(name, exc) from exc
+        if "subject" in out:
+            out["subject"] = squash(out["subject"])
+            if not out["subject"]:
+                raise RenderError(f"templates/{campaign}/{step}.subject.j2: rendered an empty subject")
+        if "sms" in out:
+            out["sms"] = squash(out["sms"])
+            if "STOP" not in out["sms"]:
+                out["sms"] = f"{out['sms']} {SMS_STOP_TEXT}"
+        return out
 
 
 class Renderer:
@@ -115,7 +185,8 @@ class Renderer:
         self.html_env = _environment(templates_dir, autoescape=True)
         self.text_env = _environment(templates_dir, autoescape=False)
         self._exists = lru_cache(maxsize=4096)(lambda name: (templates_dir / name).is_file())
-        self._parts: dict[str, _Part] = {}
+        self._plain = Templates(self, {})
+        self._bound: dict[str, Templates] = {}
 
     def template_name(self, campaign: str, step: str, part: str, persona: str | None) -> str:
         """The persona's variant of a part when it exists, else the default one."""
@@ -130,34 +201,21 @@ class Renderer:
         for path in sorted((self.templates_dir / campaign).glob(f"{step}.*.j2")):
             name = f"{campaign}/{path.name}"
             try:
-                self._part(name)
+                self._plain.part(name)
             except TemplateError as exc:
                 raise _error(name, exc) from exc
 
-    def _part(self, name: str) -> _Part:
-        part = self._parts.get(name)
-        if part is None:
-            env = self.html_env if name.endswith(".html.j2") else self.text_env
-            part = self._parts[name] = _compile(env, name)
-        return part
+    def bind(self, constants: Mapping[str, Any]) -> Templates:
+        """Parts compiled for contexts in which ``constants`` (brand, campaign, params...) never change:
+        outputs that depend on them only are written into the template once (compose/fold.py)."""
+        key = repr(sorted(constants.items()))
+        bound = self._bound.get(key)
+        if bound is None:
+            if len(self._bound) >= MAX_BOUND:
+                self._bound.pop(next(iter(self._bound)))
+            bound = self._bound[key] = Templates(self, constants)
+        return bound
 
     def render(self, campaign: str, step: str, channel: str, context: dict[str, Any]) -> dict[str, str]:
         """Render every part of ``channel`` (email: subject, html, txt; sms: sms)."""
-        persona = (context.get("customer") or {}).get("persona")
-        out: dict[str, str] = {}
-        for part in PARTS_BY_CHANNEL[channel]:
-            name = self.template_name(campaign, step, part, persona)
-            try:
-                compiled = self._part(name)
-                out[part] = compiled.html(context) if part == "html" else compiled.template.render(context)
-            except TemplateError as exc:
-                raise _error(name, exc) from exc
-        if "subject" in out:
-            out["subject"] = _WS.sub(" ", out["subject"]).strip()
-            if not out["subject"]:
-                raise RenderError(f"templates/{campaign}/{step}.subject.j2: rendered an empty subject")
-        if "sms" in out:
-            out["sms"] = _WS.sub(" ", out["sms"]).strip()
-            if "STOP" not in out["sms"]:
-                out["sms"] = f"{out['sms']} {SMS_STOP_TEXT}"
-        return out
+        return self._plain.render(campaign, step, channel, context)

@@ -13,9 +13,10 @@ import ipaddress
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING
 
-from itsdangerous import BadData, Serializer, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
 
 from loyalflow.errors import SettingsError
@@ -47,6 +48,13 @@ ZLIB_HEADER = b"\x78\x9c"  # zlib.compress at its default level and window
 SMALL_PAYLOAD = 120  # bytes: below this a small deflate state finds the same matches (see LinkSigner)
 
 
+def _compact_json(token: LinkToken) -> bytes:
+    """``[customer_id, channel, campaign]`` as itsdangerous's compact JSON writes it (``json.dumps`` with
+    ``separators=(",", ":")`` and ``ensure_ascii=False``, whose strings ``encode_basestring`` writes)."""
+    campaign = "null" if token.campaign is None else encode_basestring(token.campaign)
+    return f"[{encode_basestring(token.customer_id)},{encode_basestring(token.channel)},{campaign}]".encode()
+
+
 class LinkSigner:
     """``URLSafeSerializer(secret, salt=SALT).dumps`` for many tokens, with the same output.
 
@@ -59,13 +67,13 @@ class LinkSigner:
     """
 
     def __init__(self, secret: str):
-        self._serializer = URLSafeSerializer(secret, salt=SALT)
-        signer = self._serializer.make_signer()
+        serializer = URLSafeSerializer(secret, salt=SALT)
+        signer = serializer.make_signer()
         self._sep = signer.sep
         self._mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
 
     def _payload(self, token: LinkToken) -> bytes:
-        json = Serializer.dump_payload(self._serializer, [token.customer_id, token.channel, token.campaign])
+        json = _compact_json(token)
         if len(json) < SMALL_PAYLOAD:
             deflate = zlib.compressobj(6, zlib.DEFLATED, 9, 2)
             compressed = ZLIB_HEADER + (deflate.compress(json) + deflate.flush())[2:]

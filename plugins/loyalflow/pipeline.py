@@ -24,7 +24,7 @@ from loyalflow.deliver.reconcile import reconcile
 from loyalflow.deliver.send import deliver
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.spec import Campaign
-from loyalflow.state import decisions
+from loyalflow.state import bulk, decisions
 from loyalflow.warehouse import records
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ SAMPLE_ROWS = 5
 
 
 def record_decisions(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
-    """Store every decision with its reason (what ``explain`` and the summary read), in one statement."""
+    """Store every decision with its reason (what ``explain`` and the summary read): one COPY on
+    PostgreSQL, one executemany elsewhere."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = [
         {
@@ -51,9 +52,8 @@ def record_decisions(rt: Runtime, campaign: Campaign, cands: list[Candidate], op
         }
         for c in cands
     ]
-    if rows:
-        with rt.state.begin() as conn:
-            conn.execute(decisions.insert(), rows)
+    with rt.state.begin() as conn:
+        bulk.insert_many(conn, decisions, rows)
 
 
 def check_sample(rt: Runtime, campaign: Campaign, sample: pd.DataFrame, as_of: dt.date) -> int:

@@ -37,14 +37,16 @@ class World:
         self.shop, self.rows = shop, []  # type: list[dict[str, Any]]
         ensure_schema(shop.engine)
 
-    def exposed(self, campaign: str, step: str, arm: str, day: dt.date, cid: str | None = None) -> str:
+    def exposed(
+        self, campaign: str, step: str, arm: str, day: dt.date, cid: str | None = None, anchor: str = "a1"
+    ) -> str:
         cid = cid or self.shop.customer()
         self.rows.append(
             {
                 "run_id": f"r-{day}", "as_of": day, "campaign": campaign, "step": step, "customer_id": cid,
-                "anchor_id": "a1", "channel": "email", "outcome": "sent" if arm == "sent" else "skipped",
-                "reason": arm, "detail": None, "idempotency_key": idempotency_key(campaign, step, cid, "a1"),
-                "decided_at": at(day),
+                "anchor_id": anchor, "channel": "email", "outcome": "sent" if arm == "sent" else "skipped",
+                "reason": arm, "detail": None, "decided_at": at(day),
+                "idempotency_key": idempotency_key(campaign, step, cid, anchor),
             }
         )  # fmt: skip
         return cid
@@ -72,6 +74,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     for cid in held[:2]:
         shop.order(cid, at(DAY, 2), total=150.0)
     w.exposed("remorse_reduction", "reassurance", "holdout", DAY + dt.timedelta(days=1), held[5])  # catch-up
+    w.exposed("remorse_reduction", "reassurance", "sent", DAY + dt.timedelta(days=7), sent[30], anchor="a2")
     for _ in range(5):  # still inside their window on AS_OF
         shop.order(w.exposed("remorse_reduction", "reassurance", "sent", dt.date(2026, 11, 15)), at(AS_OF))
     askers = [w.exposed("referral_ask", "ask", "sent", DAY) for _ in range(10)]

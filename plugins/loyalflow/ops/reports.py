@@ -58,13 +58,14 @@ def orders_until(warehouse: sa.Engine, until: dt.date) -> pd.DataFrame:
 
 
 def exposures(state: sa.Engine, as_of: dt.date) -> pd.DataFrame:
-    """Every message sent and every holdout up to ``as_of``, once per idempotency key.
+    """Each customer's first message sent or holdout per campaign step up to ``as_of``.
 
+    Once per customer and step, from their first decision: the sent and the holdout are counted
+    alike even where only recipients move on to new anchors (nurture's next content item).
     Columns: campaign, step, customer_id, as_of (Timestamp), arm (``sent`` or ``holdout``).
     """
     stmt = (
         sa.select(
-            decisions.c.idempotency_key,
             decisions.c.campaign,
             decisions.c.step,
             decisions.c.customer_id,
@@ -76,8 +77,8 @@ def exposures(state: sa.Engine, as_of: dt.date) -> pd.DataFrame:
     )
     with state.connect() as conn:
         frame = pd.read_sql_query(stmt, conn)
-    frame = frame.drop_duplicates("idempotency_key").drop(columns="idempotency_key").reset_index(drop=True)
     frame["customer_id"] = frame["customer_id"].astype(str)
+    frame = frame.drop_duplicates(["campaign", "step", "customer_id"]).reset_index(drop=True)
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     return frame
 

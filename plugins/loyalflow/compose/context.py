@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from loyalflow.compose.referral import code_for
@@ -27,6 +28,7 @@ RESERVED = frozenset(
         "lang",
     }
 )
+REFERRAL = frozenset({"referral_code", "referral_url"})
 COPY_LANGUAGE = "en"  # the language the shipped templates are written in
 
 
@@ -58,14 +60,23 @@ class ContextBuilder:
     params, copy language, the link signer) is built once, :meth:`build` adds one customer's part.
 
     Build one per chunk (or per run); the shared dicts are never mutated (the sandbox is immutable).
+    ``base`` (the renderer's globals) starts every context, under the segment columns.
     """
 
-    def __init__(self, settings: Settings, brand: Brand, campaign: Campaign, as_of: dt.date):
+    def __init__(
+        self,
+        settings: Settings,
+        brand: Brand,
+        campaign: Campaign,
+        as_of: dt.date,
+        base: Mapping[str, Any] | None = None,
+    ):
         self._secret = settings.secret_key
         self._signer = signer_for(settings.secret_key)
-        self._base = settings.public_url.rstrip("/")
+        self._url = settings.public_url.rstrip("/")
         self._website = brand.website.rstrip("/")
         self._campaign_id = campaign.id
+        self._base = dict(base or {})
         self.shared = {
             "brand": brand.model_dump(),
             "lang": copy_language(campaign),
@@ -76,26 +87,38 @@ class ContextBuilder:
 
     def links(self, customer_id: str, channel: str) -> dict[str, Any]:
         """Signed unsubscribe, preference and response links for one customer on one channel."""
-        return _links(self._base, self._signer.sign(LinkToken(customer_id, channel, self._campaign_id)))
+        return _links(self._url, self._signer.sign_fields(customer_id, channel, self._campaign_id))
 
     def build(
-        self, step: Step, customer: dict[str, Any], row: dict[str, Any], channel: str
+        self,
+        step: Step,
+        customer: dict[str, Any],
+        row: dict[str, Any],
+        channel: str,
+        needs: frozenset[str] | None = None,
     ) -> dict[str, Any]:
         """Segment columns at top level, plus customer, brand, links, greeting, params, referral code and
-        ``lang`` (the language of the copy, for the HTML layout's ``lang`` attribute)."""
+        ``lang`` (the language of the copy, for the HTML layout's ``lang`` attribute).
+
+        With ``needs`` (the names the templates read), the signed links and the referral code are left
+        out when nothing reads them.
+        """
         first = customer.get("first_name")
         first = first.strip() if isinstance(first, str) and first.strip() else None
         customer_id = str(customer["customer_id"])
-        code = code_for(self._secret, customer_id)
-        context = {k: v for k, v in row.items() if k not in RESERVED}
+        context = self._base.copy()
+        context.update({k: v for k, v in row.items() if k not in RESERVED})
         context.update(self.shared)
         context["customer"] = customer
         context["first_name"] = first
         context["greeting"] = greeting(first)
         context["step"] = step.id
-        context["links"] = self.links(customer_id, channel)
-        context["referral_code"] = code
-        context["referral_url"] = f"{self._website}/r/{code}"
+        if needs is None or "links" in needs:
+            context["links"] = self.links(customer_id, channel)
+        if needs is None or not needs.isdisjoint(REFERRAL):
+            code = code_for(self._secret, customer_id)
+            context["referral_code"] = code
+            context["referral_url"] = f"{self._website}/r/{code}"
         return context
 
 

@@ -105,9 +105,42 @@ def _flat_tree(env: Environment, name: str, depth: int = 0) -> nodes.Template | 
     return None if splicer.failed else spliced
 
 
+# Statements whose body sees names a block's body would not (loop variables, locals, arguments).
+_SCOPING = (
+    nodes.Block,
+    nodes.For,
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.FilterBlock,
+    nodes.With,
+    nodes.Scope,
+    nodes.OverlayScope,
+    nodes.AssignBlock,
+)
+
+
+class _BlockInliner(NodeTransformer):
+    """Blocks outside any scoping statement become plain scopes: the same names are visible there (the
+    context, and top-level assignments, which Jinja also exports to the context), one generator less."""
+
+    def visit_Block(self, node: nodes.Block) -> nodes.Node:
+        if node.scoped or node.required:
+            return node
+        return nodes.Scope(node.body, lineno=node.lineno)
+
+    def generic_visit(self, node: nodes.Node, *args: object, **kwargs: object) -> nodes.Node:
+        if isinstance(node, _SCOPING) and not isinstance(node, nodes.Block):
+            return node  # blocks inside stay blocks
+        return super().generic_visit(node, *args, **kwargs)
+
+
 def flatten(env: Environment, name: str) -> nodes.Template | None:
     """The syntax tree of ``name`` with its layouts and includes spliced in, or ``None`` (see above)."""
-    return _flat_tree(env, name)
+    tree = _flat_tree(env, name)
+    if tree is None:
+        return None
+    tree.body = [_BlockInliner().visit(node) for node in tree.body]
+    return tree
 
 
 def captures(tree: nodes.Template) -> bool:

@@ -1,7 +1,7 @@
 """CSS inlining once per message shape, not once per message, with output identical to ``css_inline``.
 
 The HTML environment's ``finalize`` hook (:func:`finalize`) takes every value a template outputs out of
-the page while :func:`collecting`, leaving one :data:`MARK` in its place, so a render returns the
+the page while collecting (:func:`start_collecting`), leaving one :data:`MARK` in its place, so a render returns the
 *shape* of the message: layout, copy and control-flow outcome with the customer's values cut out. A
 shape is inlined once (:func:`compile_shape`): its marks become numbered placeholders, ``css_inline``
 runs on that, and the result is split around the placeholders. Each later message of the same shape is
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import css_inline
-from markupsafe import Markup, escape
+from markupsafe import escape
 
 MARK = "\ue000"  # a private-use character: one per value cut out of the page
 _END = "\ue001"
@@ -41,7 +41,6 @@ class _Collector(threading.local):
 
 
 _COLLECTOR = _Collector()
-_MARKED = Markup(MARK)  # noqa: S704 - a private-use character, no markup
 
 
 def finalize(value: Any) -> Any:
@@ -62,19 +61,19 @@ def finalize(value: Any) -> Any:
     if not value.isascii() and _SURROGATE.search(value):
         return value
     values.append(value)
-    return _MARKED
+    return MARK  # escaped by Jinja, it stays itself
 
 
-class collecting:  # noqa: N801 - used as a context manager, like contextlib's helpers
-    """Collect the values rendered inside the block (in output order) into the list it yields."""
+def start_collecting() -> list[str]:
+    """Collect the values rendered from now on (in output order) into the returned list."""
+    values: list[str] = []
+    _COLLECTOR.values = values
+    return values
 
-    def __enter__(self) -> list[str]:
-        self.values: list[str] = []
-        _COLLECTOR.values = self.values
-        return self.values
 
-    def __exit__(self, *exc: object) -> None:
-        _COLLECTOR.values = None
+def stop_collecting() -> None:
+    """Render normally again."""
+    _COLLECTOR.values = None
 
 
 _TEXT_SPECIAL = re.compile("[&<>\u00a0\r]")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from loyalflow.decide.candidates import Candidate
 
 log = logging.getLogger(__name__)
+LINKS = frozenset({"links"})  # an email's List-Unsubscribe header needs its links
 
 
 def render_parts(
@@ -39,9 +40,18 @@ class Composer:
 
     def __init__(self, rt: Runtime, campaign: Campaign, opts: RunOptions):
         self.rt, self.campaign, self.opts = rt, campaign, opts
-        self.contexts = ContextBuilder(rt.settings, rt.brand, campaign, opts.as_of)
+        self.contexts = ContextBuilder(rt.settings, rt.brand, campaign, opts.as_of, base=rt.renderer.globals)
         self.templates = rt.renderer.bind(self.contexts.shared)
         self.email_sender = f"{rt.brand.from_name} <{rt.brand.from_email}>"
+        self._needs: dict[tuple[str, str, str | None], frozenset[str] | None] = {}
+
+    def needs(self, step: Step, channel: str, persona: str | None) -> frozenset[str] | None:
+        """The context names a message needs: what its templates read, and the links of an email."""
+        key = (step.template_name, channel, persona)
+        if key not in self._needs:
+            reads = self.templates.reads(self.campaign.id, step.template_name, channel, persona)
+            self._needs[key] = reads | LINKS if reads is not None and channel == "email" else reads
+        return self._needs[key]
 
     def message(self, cand: Candidate) -> Message:
         """Render the candidate's message on its decided channel."""
@@ -49,8 +59,9 @@ class Composer:
             raise ValueError(f"candidate {cand.key} is not eligible: nothing to render")
         channel = cand.decision.channel
         campaign, step = self.campaign, cand.step
-        context = self.contexts.build(step, cand.customer, cand.row, channel)
-        parts = self.templates.render(campaign.id, step.template_name, channel, context)
+        needs = self.needs(step, channel, cand.customer.get("persona"))
+        context = self.contexts.build(step, cand.customer, cand.row, channel, needs)
+        parts = self.templates.render(campaign.id, step.template_name, channel, context, scoped=True)
         headers = {}
         if channel == "email":
             headers = {

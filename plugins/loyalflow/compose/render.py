@@ -14,12 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    meta,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from loyalflow.compose.flatten import captures, flatten
 from loyalflow.compose.fold import fold
-from loyalflow.compose.inline import MARK, Shape, collecting, compile_shape, finalize, page
+from loyalflow.compose.inline import (
+    MARK,
+    Shape,
+    compile_shape,
+    finalize,
+    page,
+    start_collecting,
+    stop_collecting,
+)
 from loyalflow.errors import RenderError
 from loyalflow.spec import PARTS_BY_CHANNEL
 
@@ -77,6 +93,7 @@ class _Part:
 
     template: Template
     cut: bool = False
+    reads: frozenset[str] | None = None  # the context names it reads (None: not known)
     shapes: dict[str, Shape | None] = field(default_factory=dict)
 
     def text(self, scope: dict[str, Any]) -> str:
@@ -88,8 +105,11 @@ class _Part:
         """The rendered, CSS-inlined HTML (the same as ``css_inline.inline`` of the plain render)."""
         if not self.cut:
             return css_inline.inline(self.text(scope))
-        with collecting() as values:
+        values = start_collecting()
+        try:
             shape = self.text(scope)
+        finally:
+            stop_collecting()
         if shape.count(MARK) != len(values):  # the copy itself holds the mark character
             return css_inline.inline(self.text(scope))
         if shape not in self.shapes:
@@ -108,9 +128,10 @@ def _compile(env: ImmutableSandboxedEnvironment, name: str, constants: Mapping[s
         return _Part(env.get_template(name))
     tree = fold(env, tree, constants)
     filename = env.loader.get_source(env, name)[1]  # type: ignore[union-attr]
+    reads = frozenset(meta.find_undeclared_variables(tree))
     code = env.compile(tree, name, filename)
     template = env.template_class.from_code(env, code, dict(env.globals), None)
-    return _Part(template, cut=env.autoescape is True and not captures(tree))
+    return _Part(template, cut=env.autoescape is True and not captures(tree), reads=reads)
 
 
 def _error(name: str, exc: TemplateError) -> RenderError:
@@ -127,6 +148,7 @@ class Templates:
         self.constants = dict(constants)
         self._parts: dict[str, _Part] = {}
         self._chosen: dict[tuple[str, str, str, str | None], list[tuple[str, str, _Part]]] = {}
+        self._reads: dict[tuple[str, str, str, str | None], frozenset[str] | None] = {}
 
     def part(self, name: str) -> _Part:
         """The compiled part ``name`` (``campaign/step[.persona].part.j2``)."""
@@ -153,13 +175,26 @@ class Templates:
             self._chosen[key] = found
         return found
 
-    def render(self, campaign: str, step: str, channel: str, context: dict[str, Any]) -> dict[str, str]:
+    def reads(self, campaign: str, step: str, channel: str, persona: str | None) -> frozenset[str] | None:
+        """The context names the parts of ``channel`` read, or ``None`` when that is not known."""
+        key = (campaign, step, channel, persona)
+        if key not in self._reads:
+            found: set[str] | None = set()
+            for _, _, part in self._parts_of(campaign, step, channel, persona):
+                found = None if found is None or part.reads is None else found | part.reads
+            self._reads[key] = None if found is None else frozenset(found)
+        return self._reads[key]
+
+    def render(
+        self, campaign: str, step: str, channel: str, context: dict[str, Any], *, scoped: bool = False
+    ) -> dict[str, str]:
         """Render every part of ``channel`` (email: subject, html, txt; sms: sms).
 
-        ``context`` must hold the bound constants unchanged (a ContextBuilder's contexts do).
+        ``context`` must hold the bound constants unchanged (a ContextBuilder's contexts do); ``scoped``
+        says it also holds :attr:`Renderer.globals` already (``ContextBuilder(base=...)``).
         """
         persona = (context.get("customer") or {}).get("persona")
-        scope = {**self.renderer.html_env.globals, **context}
+        scope = context if scoped else {**self.renderer.globals, **context}
         out: dict[str, str] = {}
         for part, name, compiled in self._parts_of(campaign, step, channel, persona):
             try:
@@ -184,6 +219,7 @@ class Renderer:
         self.templates_dir = templates_dir
         self.html_env = _environment(templates_dir, autoescape=True)
         self.text_env = _environment(templates_dir, autoescape=False)
+        self.globals = dict(self.html_env.globals)  # the same in both environments
         self._exists = lru_cache(maxsize=4096)(lambda name: (templates_dir / name).is_file())
         self._plain = Templates(self, {})
         self._bound: dict[str, Templates] = {}

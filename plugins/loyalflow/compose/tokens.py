@@ -8,6 +8,7 @@ links are signed with the new key. :func:`require_production_key` refuses real p
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import ipaddress
 import zlib
@@ -17,7 +18,6 @@ from json.encoder import encode_basestring
 from typing import TYPE_CHECKING
 
 from itsdangerous import BadData, URLSafeSerializer
-from itsdangerous.encoding import base64_encode
 
 from loyalflow.errors import SettingsError
 
@@ -48,11 +48,19 @@ ZLIB_HEADER = b"\x78\x9c"  # zlib.compress at its default level and window
 SMALL_PAYLOAD = 120  # bytes: below this a small deflate state finds the same matches (see LinkSigner)
 
 
-def _compact_json(token: LinkToken) -> bytes:
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _base64(data: bytes) -> bytes:
+    """itsdangerous's ``base64_encode``: URL-safe base64 without padding."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
+def _compact_json(customer_id: str, channel: str, campaign: str | None) -> bytes:
     """``[customer_id, channel, campaign]`` as itsdangerous's compact JSON writes it (``json.dumps`` with
     ``separators=(",", ":")`` and ``ensure_ascii=False``, whose strings ``encode_basestring`` writes)."""
-    campaign = "null" if token.campaign is None else encode_basestring(token.campaign)
-    return f"[{encode_basestring(token.customer_id)},{encode_basestring(token.channel)},{campaign}]".encode()
+    last = "null" if campaign is None else encode_basestring(campaign)
+    return f"[{encode_basestring(customer_id)},{encode_basestring(channel)},{last}]".encode()
 
 
 class LinkSigner:
@@ -72,23 +80,27 @@ class LinkSigner:
         self._sep = signer.sep
         self._mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
 
-    def _payload(self, token: LinkToken) -> bytes:
-        json = _compact_json(token)
+    @staticmethod
+    def _payload(json: bytes) -> bytes:
         if len(json) < SMALL_PAYLOAD:
             deflate = zlib.compressobj(6, zlib.DEFLATED, 9, 2)
             compressed = ZLIB_HEADER + (deflate.compress(json) + deflate.flush())[2:]
         else:
             compressed = zlib.compress(json)
         if len(compressed) < len(json) - 1:
-            return b"." + base64_encode(compressed)
-        return base64_encode(json)
+            return b"." + _base64(compressed)
+        return _base64(json)
 
     def sign(self, token: LinkToken) -> str:
         """A URL-safe signed token for ``token``."""
-        payload = self._payload(token)
+        return self.sign_fields(token.customer_id, token.channel, token.campaign)
+
+    def sign_fields(self, customer_id: str, channel: str, campaign: str | None) -> str:
+        """:meth:`sign` of ``LinkToken(customer_id, channel, campaign)``."""
+        payload = self._payload(_compact_json(customer_id, channel, campaign))
         mac = self._mac.copy()
         mac.update(payload)
-        return (payload + self._sep + base64_encode(mac.digest())).decode("ascii")
+        return (payload + self._sep + _base64(mac.digest())).decode("ascii")
 
 
 @lru_cache(maxsize=8)

@@ -68,7 +68,13 @@ class _Splicer(NodeTransformer):
         self.failed = False
 
     def visit_Block(self, node: nodes.Block) -> nodes.Node:
-        return self.generic_visit(self.overrides.get(node.name, node))
+        """The child's body at the layout's call site, which decides scoping as in Jinja (an
+        overridden ``required`` block is provided)."""
+        child = self.overrides.get(node.name)
+        if child is None:
+            return self.generic_visit(node)
+        spliced = nodes.Block(child.name, child.body, node.scoped, False, lineno=child.lineno)
+        return self.generic_visit(spliced)
 
     def visit_Include(self, node: nodes.Include) -> nodes.Node:
         name = _constant_name(node.template)

@@ -1,13 +1,13 @@
 """CSS inlining once per message shape, not once per message, with output identical to ``css_inline``.
 
-The HTML environment's ``finalize`` hook (:func:`finalize`) takes every value a template outputs out of
-the page while collecting (:func:`start_collecting`), leaving one :data:`MARK` in its place, so a render returns the
-*shape* of the message: layout, copy and control-flow outcome with the customer's values cut out. A
-shape is inlined once (:func:`compile_shape`): its marks become numbered placeholders, ``css_inline``
-runs on that, and the result is split around the placeholders. Each later message of the same shape is
-that split output joined with its values, escaped the way ``css_inline``'s serializer would have
-written them (text: ``"`` and ``'`` literal; attributes: ``"`` as ``&quot;``, ``<`` and ``>`` literal;
-both: ``&nbsp;`` and newlines normalised).
+The HTML environment's ``finalize`` hook (:func:`finalize`) takes every value a template outputs out
+of the page while collecting (:func:`start_collecting`), leaving one :data:`MARK` in its place, so a
+render returns the *shape* of the message: layout, copy and control-flow outcome with the customer's
+values cut out. A shape is inlined once (:func:`compile_shape`): its marks become numbered
+placeholders, ``css_inline`` runs on that, and the result is split around the placeholders. Each later
+message of the same shape is that split output joined with its values, escaped the way
+``css_inline``'s serializer would have written them (text: ``&``, ``<``, ``>`` escaped; attributes:
+``&`` and ``"`` escaped; both: ``&nbsp;`` and newlines normalised).
 
 A shape is trusted only after the fast result equalled ``css_inline.inline`` of the real page twice:
 for the message that introduced it and for a probe value carrying every character the serializer
@@ -135,7 +135,16 @@ def _inside_tag(html: str, end: int) -> bool:
 
 
 def compile_shape(shape: str, values: Sequence[str]) -> Shape | None:
-    """Inline ``shape`` once; ``None`` when the fast path could differ from inlining each page."""
+    """Inline ``shape`` once; ``None`` when the fast path could differ from inlining each page (or
+    ``css_inline`` rejects the placeholders or the probe: each page then gets inlined, and rejected, as
+    it would have been)."""
+    try:
+        return _compile_shape(shape, values)
+    except css_inline.InlineError:
+        return None
+
+
+def _compile_shape(shape: str, values: Sequence[str]) -> Shape | None:
     parts = shape.split(MARK)
     if any(_OPEN_REFERENCE.search(p) for p in parts[:-1]):
         return None

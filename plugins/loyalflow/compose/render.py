@@ -201,6 +201,8 @@ class Templates:
                 out[part] = compiled.html(scope) if part == "html" else compiled.text(scope)
             except TemplateError as exc:
                 raise _error(name, exc) from exc
+            except css_inline.InlineError as exc:  # e.g. a value that makes a style attribute invalid
+                raise RenderError(f"templates/{name}: CSS inlining failed: {exc}") from exc
         if "subject" in out:
             out["subject"] = squash(out["subject"])
             if not out["subject"]:

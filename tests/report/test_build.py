@@ -17,8 +17,10 @@ from loyalflow.ops.cli import app
 from loyalflow.report.build import build_report, write_report
 from loyalflow.report.html import render
 from loyalflow.report.lift import newcombe
-from loyalflow.settings import Settings
+from loyalflow.settings import Settings, get_settings
 from loyalflow.state import decisions, ensure_schema
+from tests.conftest import ROOT
+from tests.dagbag import load_dagbag
 from tests.factories import Shop
 
 AS_OF = dt.date(2026, 11, 20)
@@ -221,3 +223,22 @@ def test_bad_input_is_one_clear_line(
     monkeypatch.setenv("LOYALFLOW_ATTRIBUTION_DAYS", "0")
     result = CliRunner().invoke(app, ["report", "--as-of", str(AS_OF), "--warehouse", settings.warehouse_url])
     assert result.exit_code == 1 and "attribution_days" in result.output.lower()
+
+
+@pytest.mark.airflow
+def test_the_reporting_dag_writes_the_report_of_the_day_before(
+    airflow_db: str, url: str, report: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOYALFLOW_WAREHOUSE_URL", url)
+    monkeypatch.setenv("LOYALFLOW_REPORT_DIR", str(tmp_path / "dag"))
+    get_settings.cache_clear()
+    bag = load_dagbag(ROOT / "dags")
+    assert bag.import_errors == {}
+    dag = bag.get_dag("loyalflow_report")
+    assert [t.task_id for t in dag.tasks] == ["write_report"] and dag.schedule == "@daily"
+    run = dag.test(logical_date=dt.datetime(2026, 11, 21, tzinfo=dt.UTC))  # the run after the day
+    get_settings.cache_clear()
+    assert str(run.state) == "success"
+    written = json.loads((tmp_path / "dag" / "report.json").read_text())
+    assert written["as_of"] == "2026-11-20" and (tmp_path / "dag" / "report.html").is_file()
+    assert written["steps"] == report["steps"]

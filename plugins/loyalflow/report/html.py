@@ -14,6 +14,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from loyalflow.report.lift import wilson
+
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"  # no web font
 CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}  # a static page, also in email
 STYLE = (
@@ -116,17 +118,26 @@ def tier_chart(tiers: list[dict[str, Any]]) -> go.Figure:
 
 
 def dormant_chart(dormant: dict[str, Any]) -> go.Figure | None:
-    """Reactivation rate of dormant guests sent the sequence against the holdout's."""
+    """Reactivation rate of dormant guests sent the sequence against the holdout's (Wilson 95%)."""
     if not dormant["sent"] or not dormant["holdout"]:
         return None
+    arms = [(dormant["conv_sent"], dormant["sent"]), (dormant["conv_holdout"], dormant["holdout"])]
+    rates = [100 * x / n for x, n in arms]
+    bounds = [wilson(x, n) for x, n in arms]
     fig = go.Figure(
         go.Bar(
             x=["sent", "holdout"],
-            y=[100 * dormant["rate_sent"], 100 * dormant["rate_holdout"]],
+            y=rates,
             marker_color=["#0b6e4f", "#9aa5b1"],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [100 * hi - r for (_, hi), r in zip(bounds, rates, strict=True)],
+                "arrayminus": [r - 100 * lo for (lo, _), r in zip(bounds, rates, strict=True)],
+            },
         )
     )
-    fig.update_yaxes(title=f"booked within {dormant['window_days']} days (%)")
+    fig.update_yaxes(title=f"booked within {dormant['window_days']} days (%, 95% interval)")
     return _layout(fig, f"Dormant reactivation: {_pts(dormant['lift'])} ({dormant['verdict']})")
 
 

@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= WARNING
 export LOYALFLOW_HOME := $(CURDIR)
 
-.PHONY: install demo test lint clean lock browser
+.PHONY: install demo airflow test lint clean lock browser
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ $(AIRFLOW_HOME)/airflow.db: | $(STAMP)
 demo: $(STAMP) $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/loyalflow demo
 	$(BIN)/loyalflow report --as-of 2026-11-20
+
+airflow: $(STAMP)  ## the Airflow UI on this project: free port, .airflow/ home, demo data; Ctrl-C stops it
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m loyalflow.airflow.standalone $(AIRFLOW_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     local = configure(home, args.host, args.port)
     os.environ.update({k: v for k, v in local.env.items() if k.startswith("LOYALFLOW_")})
     settings = Settings()  # what the tasks and the preference centre read
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
+        signal.signal(signum, _raise_interrupt)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         first = seed_if_missing(settings, args.customers, print)

@@ -81,6 +81,7 @@ def run(
     """Run CAMPAIGN for one day, the same pipeline the DAG runs."""
 
     def go() -> int:
+        from loyalflow.ops.progress import chunk_bar
         from loyalflow.ops.summary import summary
         from loyalflow.pipeline import run as run_pipeline
         from loyalflow.runtime import RunOptions, Runtime
@@ -88,7 +89,9 @@ def run(
         day = _date(as_of)
         rt = Runtime(_settings(warehouse_url=warehouse, outbox_dir=outbox))
         run_id = f"cli__{day}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
-        totals = run_pipeline(rt, campaign, RunOptions(day, run_id, dry_run=dry_run, send_limit=send_limit))
+        opts = RunOptions(day, run_id, dry_run=dry_run, send_limit=send_limit)
+        with chunk_bar(console, campaign, dry_run) as rate:
+            totals = run_pipeline(rt, campaign, opts, progress=rate.add)
         if not totals:
             console.print(f"{campaign}: the segment returned nobody due on {day}; nothing to send.")
             return 0
@@ -326,7 +329,13 @@ def demo(
             for campaign_id, n in entered.items():
                 console.print(f"{campaign_id}: {n:,} customers entered on {as_of} (all who match)")
             return 0
-        frame = run_demo(_settings(), _date(as_of), customers, via_airflow=airflow, echo=console.print)
+        with console.status("demo: starting", spinner="dots") as status:
+
+            def echo(message: str) -> None:
+                console.print(message, highlight=False)
+                status.update(f"demo: {message}")
+
+            frame = run_demo(_settings(), _date(as_of), customers, via_airflow=airflow, echo=echo)
         print_summary(frame, f"demo as of {as_of}: audience, sent and skipped by reason")
         return 0
 

@@ -242,3 +242,13 @@ def test_the_reporting_dag_writes_the_report_of_the_day_before(
     written = json.loads((tmp_path / "dag" / "report.json").read_text())
     assert written["as_of"] == "2026-11-20" and (tmp_path / "dag" / "report.html").is_file()
     assert written["steps"] == report["steps"]
+
+
+def test_a_report_before_any_run_says_so(shop: Shop) -> None:
+    shop.order(shop.customer(), at(DAY))
+    ensure_schema(shop.engine)
+    empty = build_report(shop.engine, shop.engine, AS_OF, 14)
+    assert empty["steps"] == [] and empty["funnels"] == [] and empty["timeline"] == []
+    assert empty["dormant"]["verdict"] == "not measured: nothing sent" and empty["referral"]["asks"] == 0
+    assert [t["customers"] for t in empty["tiers"]] == [1, 0, 0]
+    assert "No data yet for lift" in render(empty)

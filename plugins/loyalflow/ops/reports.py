@@ -121,6 +121,9 @@ def attributed(exposed: pd.DataFrame, orders: pd.DataFrame, as_of: dt.date, days
         parts.append(pd.concat([rows, found], axis=1))
     columns = [*exposed.columns, "converted", "orders", "revenue", "conversion_day"]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    frame = frame.astype({"converted": bool, "orders": int, "revenue": float})  # typed even when empty
+    for day in ("as_of", "conversion_day"):
+        frame[day] = pd.to_datetime(frame[day])
     frame["mature"] = frame["as_of"] + pd.Timedelta(days=days) <= pd.Timestamp(as_of)
     return frame
 

@@ -75,6 +75,7 @@ def settings(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -
         "LOYALFLOW_WAREHOUSE_URL": sqlite_url,
         "LOYALFLOW_OUTBOX_DIR": str(tmp_path / "outbox"),
         "LOYALFLOW_WORK_URL": str(tmp_path / "work"),
+        "LOYALFLOW_REPORT_DIR": str(tmp_path / "out"),
         "LOYALFLOW_SECRET_KEY": TEST_KEY,
     }
     for key, value in values.items():

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from loyalflow.runtime import RunOptions, Runtime
 
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+TEST_SEND_DOC = (
+    " *test_recipients* (emails or E.164 phone numbers) sends one real message to each of them only, "
+    "marked [TEST], and no customer. Each run's summary is its note. See docs/airflow.md."
+)
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +94,7 @@ def build_dag(campaign: Campaign) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=sorted({"loyalflow", campaign.category, *campaign.tags}),
-        doc_md=campaign.doc_md(),
+        doc_md=campaign.doc_md() + TEST_SEND_DOC,
         default_args={
             "owner": campaign.owner,
             "retries": campaign.retries,

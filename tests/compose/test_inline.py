@@ -55,6 +55,7 @@ def test_values_anywhere_match_css_inline(
     part = layout._plain.part("c/s.html.j2")
     assert part.cut
     part.shapes.clear()
+    part.last = ("", None)
     plain = ["Ana", "Title", "X1", ["one", "two", "six"][: len(items)]]
     for values in (plain, [name, title, code, items]):  # the shape is inlined with the plain values
         context = dict(zip(("name", "title", "code", "items"), values, strict=True))
@@ -72,6 +73,7 @@ def test_values_anywhere_match_css_inline(
 def test_a_shape_is_inlined_once_and_reused(layout: Renderer) -> None:
     part = layout._plain.part("c/s.html.j2")
     part.shapes.clear()
+    part.last = ("", None)
     for i in range(50):
         context = {
             "lang": "en",

@@ -77,6 +77,7 @@ class ContextBuilder:
         self._website = brand.website.rstrip("/")
         self._campaign_id = campaign.id
         self._base = dict(base or {})
+        self._plans: dict[frozenset[str], tuple[dict[str, Any], tuple[str, ...]]] = {}
         self.shared = {
             "brand": brand.model_dump(),
             "lang": copy_language(campaign),
@@ -100,9 +101,11 @@ class ContextBuilder:
         """Segment columns at top level, plus customer, brand, links, greeting, params, referral code and
         ``lang`` (the language of the copy, for the HTML layout's ``lang`` attribute).
 
-        With ``needs`` (the names the templates read), the signed links and the referral code are left
-        out when nothing reads them.
+        With ``needs`` (the names the templates read), the context holds those names only: nothing
+        else is looked up, so the output is the same, and links nobody reads are not signed.
         """
+        if needs is not None:
+            return self._needed(step, customer, row, channel, needs)
         first = customer.get("first_name")
         first = first.strip() if isinstance(first, str) and first.strip() else None
         customer_id = str(customer["customer_id"])
@@ -113,9 +116,39 @@ class ContextBuilder:
         context["first_name"] = first
         context["greeting"] = greeting(first)
         context["step"] = step.id
-        if needs is None or "links" in needs:
+        context["links"] = self.links(customer_id, channel)
+        code = code_for(self._secret, customer_id)
+        context["referral_code"] = code
+        context["referral_url"] = f"{self._website}/r/{code}"
+        return context
+
+    def _needed(
+        self, step: Step, customer: dict[str, Any], row: dict[str, Any], channel: str, needs: frozenset[str]
+    ) -> dict[str, Any]:
+        """:meth:`build` restricted to ``needs``, with the same precedence (base < columns < the rest)."""
+        plan = self._plans.get(needs)
+        if plan is None:
+            constant = {k: v for k, v in self._base.items() if k in needs}
+            constant.update((k, v) for k, v in self.shared.items() if k in needs)
+            plan = self._plans[needs] = (constant, tuple(sorted(needs - RESERVED)))
+        constant, columns = plan
+        context = constant.copy()
+        for name in columns:
+            if name in row:
+                context[name] = row[name]
+        if "customer" in needs:
+            context["customer"] = customer
+        if "first_name" in needs or "greeting" in needs:
+            first = customer.get("first_name")
+            first = first.strip() if isinstance(first, str) and first.strip() else None
+            context["first_name"] = first
+            context["greeting"] = greeting(first)
+        if "step" in needs:
+            context["step"] = step.id
+        customer_id = str(customer["customer_id"])
+        if "links" in needs:
             context["links"] = self.links(customer_id, channel)
-        if needs is None or not needs.isdisjoint(REFERRAL):
+        if not needs.isdisjoint(REFERRAL):
             code = code_for(self._secret, customer_id)
             context["referral_code"] = code
             context["referral_url"] = f"{self._website}/r/{code}"

@@ -105,14 +105,13 @@ class Shape:
     slots: tuple[int, ...]  # which value goes after pieces[k] (the serializer may move text)
     in_attribute: tuple[bool, ...]
     in_order: bool  # slots == 0, 1, 2...
+    pattern: str  # the pieces joined by %s (their own % doubled), for values in order
 
     def fill(self, values: Sequence[str]) -> str:
         """The inlined HTML of a page of this shape with these values."""
         pieces = self.pieces
         if self.in_order and not _ANY_SPECIAL.search("".join(values)):
-            out = [piece for pair in zip(pieces, values, strict=False) for piece in pair]
-            out.append(pieces[-1])
-            return "".join(out)
+            return self.pattern % tuple(values)
         out = [pieces[0]]
         for k, slot in enumerate(self.slots):
             out.append(_attribute(values[slot]) if self.in_attribute[k] else _text(values[slot]))
@@ -159,7 +158,8 @@ def _compile_shape(shape: str, values: Sequence[str]) -> Shape | None:
     pieces.append(inlined[start:])
     if sorted(slots) != list(range(len(values))) or MARK in "".join(pieces) or _END in "".join(pieces):
         return None
-    compiled = Shape(tuple(pieces), tuple(slots), tuple(in_attribute), slots == sorted(slots))
+    pattern = "%s".join(p.replace("%", "%%") for p in pieces)
+    compiled = Shape(tuple(pieces), tuple(slots), tuple(in_attribute), slots == sorted(slots), pattern)
     probe = [PROBE] * len(values)
     for trial in (values, probe):
         if compiled.fill(trial) != css_inline.inline(page(shape, trial)):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LINKS = frozenset({"links"})  # an email's List-Unsubscribe header needs its links
+ALWAYS = frozenset({"customer"})  # the renderer picks the persona's variant from it
 
 
 def render_parts(
@@ -46,11 +47,14 @@ class Composer:
         self._needs: dict[tuple[str, str, str | None], frozenset[str] | None] = {}
 
     def needs(self, step: Step, channel: str, persona: str | None) -> frozenset[str] | None:
-        """The context names a message needs: what its templates read, and the links of an email."""
+        """The context names a message needs: what its templates read, the customer (for the persona)
+        and the links of an email; ``None`` when the templates' reads are not known."""
         key = (step.template_name, channel, persona)
         if key not in self._needs:
             reads = self.templates.reads(self.campaign.id, step.template_name, channel, persona)
-            self._needs[key] = reads | LINKS if reads is not None and channel == "email" else reads
+            if reads is not None:
+                reads |= ALWAYS | (LINKS if channel == "email" else frozenset())
+            self._needs[key] = reads
         return self._needs[key]
 
     def message(self, cand: Candidate) -> Message:

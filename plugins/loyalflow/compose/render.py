@@ -22,6 +22,7 @@ from jinja2 import (
     TemplateSyntaxError,
     Undefined,
     meta,
+    nodes,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -95,6 +96,7 @@ class _Part:
     cut: bool = False
     reads: frozenset[str] | None = None  # the context names it reads (None: not known)
     shapes: dict[str, Shape | None] = field(default_factory=dict)
+    last: tuple[str, Shape | None] = ("", None)  # the latest shape: comparing it beats hashing it
 
     def text(self, scope: dict[str, Any]) -> str:
         """The rendered part; ``scope`` is the context merged with the environment's globals."""
@@ -112,11 +114,14 @@ class _Part:
             stop_collecting()
         if shape.count(MARK) != len(values):  # the copy itself holds the mark character
             return css_inline.inline(self.text(scope))
-        if shape not in self.shapes:
-            if len(self.shapes) >= MAX_SHAPES:
-                return css_inline.inline(page(shape, values))
-            self.shapes[shape] = compile_shape(shape, values)
-        compiled = self.shapes[shape]
+        last, compiled = self.last
+        if shape != last:
+            if shape not in self.shapes:
+                if len(self.shapes) >= MAX_SHAPES:
+                    return css_inline.inline(page(shape, values))
+                self.shapes[shape] = compile_shape(shape, values)
+            compiled = self.shapes[shape]
+            self.last = (shape, compiled)
         if compiled is None:
             return css_inline.inline(page(shape, values))
         return compiled.fill(values)
@@ -128,7 +133,10 @@ def _compile(env: ImmutableSandboxedEnvironment, name: str, constants: Mapping[s
         return _Part(env.get_template(name))
     tree = fold(env, tree, constants)
     filename = env.loader.get_source(env, name)[1]  # type: ignore[union-attr]
-    reads = frozenset(meta.find_undeclared_variables(tree))
+    # An imported template sees the whole context: what it reads is not known here. Jinja's analysis
+    # leaves out the names of globals, which the context may override (``greeting``): count them all.
+    imports = any(True for _ in tree.find_all((nodes.Import, nodes.FromImport)))
+    reads = None if imports else frozenset(meta.find_undeclared_variables(tree)) | frozenset(env.globals)
     code = env.compile(tree, name, filename)
     template = env.template_class.from_code(env, code, dict(env.globals), None)
     return _Part(template, cut=env.autoescape is True and not captures(tree), reads=reads)

@@ -43,6 +43,9 @@ CHILDREN = {
     "missing_name": """{% extends "layouts/base.html.j2" %}
 {% block body %}{{ brand.nope }}{% endblock %}
 """,
+    "set_in_block": """{% extends "layouts/base.html.j2" %}
+{% block body %}{% set shown = "local" %}{{ shown }}{% endblock %}
+""",
     "unscoped_loop_block": """{% extends "layouts/base.html.j2" %}
 {% block body %}{% for i in [1] %}{% block looped %}{{ i }}{% endblock %}{% endfor %}{% endblock %}
 """,

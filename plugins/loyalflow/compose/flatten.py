@@ -113,7 +113,6 @@ def _flat_tree(env: Environment, name: str, depth: int = 0) -> nodes.Template | 
 
 # Statements whose body sees names a block's body would not (loop variables, locals, arguments).
 _SCOPING = (
-    nodes.Block,
     nodes.For,
     nodes.Macro,
     nodes.CallBlock,
@@ -132,10 +131,10 @@ class _BlockInliner(NodeTransformer):
     def visit_Block(self, node: nodes.Block) -> nodes.Node:
         if node.scoped or node.required:
             return node
-        return nodes.Scope(node.body, lineno=node.lineno)
+        return nodes.Scope(node.body, lineno=node.lineno)  # blocks nested in it stay blocks
 
     def generic_visit(self, node: nodes.Node, *args: object, **kwargs: object) -> nodes.Node:
-        if isinstance(node, _SCOPING) and not isinstance(node, nodes.Block):
+        if isinstance(node, _SCOPING):
             return node  # blocks inside stay blocks
         return super().generic_visit(node, *args, **kwargs)
 

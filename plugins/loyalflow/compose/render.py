@@ -1,14 +1,13 @@
 """Rendering: sandboxed Jinja, compiled once per run, persona variants, shared layouts.
 
-Each part is compiled as one flattened template (compose/flatten.py) and its CSS is inlined once per
-message shape (compose/inline.py); the output is the same as rendering the template through its layout
-and running ``css_inline`` on every message, which is what tests/compose/test_render_identity.py checks.
+Each part is compiled as one flattened template with the run's constants folded in, and its CSS is
+inlined once per message shape (compose/parts.py); the output is the same as rendering the template
+through its layout and running ``css_inline`` on every message (tests/compose/test_render_identity.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,31 +16,18 @@ import css_inline
 from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
-    Template,
     TemplateError,
     TemplateSyntaxError,
     Undefined,
-    meta,
-    nodes,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from loyalflow.compose.flatten import captures, flatten
-from loyalflow.compose.fold import fold
-from loyalflow.compose.inline import (
-    MARK,
-    Shape,
-    compile_shape,
-    finalize,
-    page,
-    start_collecting,
-    stop_collecting,
-)
+from loyalflow.compose.inline import finalize
+from loyalflow.compose.parts import Part, compile_part
 from loyalflow.errors import RenderError
 from loyalflow.spec import PARTS_BY_CHANNEL
 
 SMS_STOP_TEXT = "Reply STOP to opt out."
-MAX_SHAPES = 256  # per part; a part whose shape varies more than this is inlined per message
 MAX_BOUND = 16  # sets of run constants kept compiled (see Renderer.bind)
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
@@ -88,60 +74,6 @@ def _environment(templates_dir: Path, autoescape: bool) -> ImmutableSandboxedEnv
     return env
 
 
-@dataclass
-class _Part:
-    """A compiled part; for HTML, whether its values are cut out and its inlined shapes."""
-
-    template: Template
-    cut: bool = False
-    reads: frozenset[str] | None = None  # the context names it reads (None: not known)
-    shapes: dict[str, Shape | None] = field(default_factory=dict)
-    last: tuple[str, Shape | None] = ("", None)  # the latest shape: comparing it beats hashing it
-
-    def text(self, scope: dict[str, Any]) -> str:
-        """The rendered part; ``scope`` is the context merged with the environment's globals."""
-        template = self.template
-        return "".join(template.root_render_func(template.new_context(scope, shared=True)))
-
-    def html(self, scope: dict[str, Any]) -> str:
-        """The rendered, CSS-inlined HTML (the same as ``css_inline.inline`` of the plain render)."""
-        if not self.cut:
-            return css_inline.inline(self.text(scope))
-        values = start_collecting()
-        try:
-            shape = self.text(scope)
-        finally:
-            stop_collecting()
-        if shape.count(MARK) != len(values):  # the copy itself holds the mark character
-            return css_inline.inline(self.text(scope))
-        last, compiled = self.last
-        if shape != last:
-            if shape not in self.shapes:
-                if len(self.shapes) >= MAX_SHAPES:
-                    return css_inline.inline(page(shape, values))
-                self.shapes[shape] = compile_shape(shape, values)
-            compiled = self.shapes[shape]
-            self.last = (shape, compiled)
-        if compiled is None:
-            return css_inline.inline(page(shape, values))
-        return compiled.fill(values)
-
-
-def _compile(env: ImmutableSandboxedEnvironment, name: str, constants: Mapping[str, Any]) -> _Part:
-    tree = flatten(env, name)
-    if tree is None:
-        return _Part(env.get_template(name))
-    tree = fold(env, tree, constants)
-    filename = env.loader.get_source(env, name)[1]  # type: ignore[union-attr]
-    # An imported template sees the whole context: what it reads is not known here. Jinja's analysis
-    # leaves out the names of globals, which the context may override (``greeting``): count them all.
-    imports = any(True for _ in tree.find_all((nodes.Import, nodes.FromImport)))
-    reads = None if imports else frozenset(meta.find_undeclared_variables(tree)) | frozenset(env.globals)
-    code = env.compile(tree, name, filename)
-    template = env.template_class.from_code(env, code, dict(env.globals), None)
-    return _Part(template, cut=env.autoescape is True and not captures(tree), reads=reads)
-
-
 def _error(name: str, exc: TemplateError) -> RenderError:
     where = exc.name if isinstance(exc, TemplateSyntaxError) and exc.name else name
     line = getattr(exc, "lineno", None)
@@ -154,22 +86,22 @@ class Templates:
     def __init__(self, renderer: Renderer, constants: Mapping[str, Any]):
         self.renderer = renderer
         self.constants = dict(constants)
-        self._parts: dict[str, _Part] = {}
-        self._chosen: dict[tuple[str, str, str, str | None], list[tuple[str, str, _Part]]] = {}
+        self._parts: dict[str, Part] = {}
+        self._chosen: dict[tuple[str, str, str, str | None], list[tuple[str, str, Part]]] = {}
         self._reads: dict[tuple[str, str, str, str | None], frozenset[str] | None] = {}
 
-    def part(self, name: str) -> _Part:
+    def part(self, name: str) -> Part:
         """The compiled part ``name`` (``campaign/step[.persona].part.j2``)."""
         part = self._parts.get(name)
         if part is None:
             r = self.renderer
             env = r.html_env if name.endswith(".html.j2") else r.text_env
-            part = self._parts[name] = _compile(env, name, self.constants)
+            part = self._parts[name] = compile_part(env, name, self.constants)
         return part
 
     def _parts_of(
         self, campaign: str, step: str, channel: str, persona: str | None
-    ) -> list[tuple[str, str, _Part]]:
+    ) -> list[tuple[str, str, Part]]:
         key = (campaign, step, channel, persona)
         found = self._chosen.get(key)
         if found is None:

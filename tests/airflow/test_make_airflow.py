@@ -218,3 +218,56 @@ def test_make_airflow_dry_run_real_run_and_test_send_over_rest(local_airflow: Lo
     os.kill(local.proc.pid, signal.SIGINT)  # Ctrl-C
     assert local.proc.wait(90) == 0
     wait_for("every process to stop", lambda: not started_by(local.home), timeout=30)
+
+
+def test_smtp_catcher_behind_smtp_default_receives_real_smtp_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--smtp``: smtp_default points at a local aiosmtpd that keeps a Maildir; the SMTP channel
+    delivers there with the key the script generated (real providers refuse the development key)."""
+    import mailbox
+    import socket
+
+    from loyalflow.airflow.standalone import configure, stop, with_smtp_catcher
+    from loyalflow.compose.tokens import require_production_key
+    from loyalflow.deliver.channels import Message, channel_for
+    from loyalflow.settings import Settings
+
+    local = configure(tmp_path / "home", "127.0.0.1", 0)
+    command = with_smtp_catcher(local, tmp_path / "mail")
+    assert local.env["LOYALFLOW_EMAIL_PROVIDER"] == "smtp"
+    settings = Settings(email_provider="smtp", secret_key=local.env["LOYALFLOW_SECRET_KEY"])
+    require_production_key(settings, provider="smtp")
+    proc = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        smtp = json.loads(local.env["AIRFLOW_CONN_SMTP_DEFAULT"])
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", smtp["port"])) == 0
+
+        wait_for("the SMTP catcher", listening, timeout=30)
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", local.env["AIRFLOW_CONN_SMTP_DEFAULT"])
+        msg = Message(
+            "k1",
+            "thank_you",
+            "thanks",
+            "C1",
+            "email",
+            "guest@example.com",
+            "Thank you",
+            dt.datetime(2026, 12, 1, 9),
+            "relationship",
+            subject="[TEST] Thank you",
+            html="<p>Thank you</p>",
+            sender="Harbor <hi@example.com>",
+        )
+        (result,) = channel_for("email", settings).send([msg])
+        assert result.status == "sent", result
+        (mail,) = list(mailbox.Maildir(tmp_path / "mail"))
+        assert mail["Subject"] == "[TEST] Thank you" and mail["To"] == "guest@example.com"
+    finally:
+        stop({"smtp-catcher": proc})
+    assert proc.poll() is not None

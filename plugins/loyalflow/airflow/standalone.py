@@ -8,7 +8,9 @@ LocalExecutor, dag-processor, triggerer), each in its own process group, with:
 - a free API port (or ``--port``), and ``AIRFLOW__CORE__EXECUTION_API_SERVER_URL`` on that port;
 - free ports for the worker and triggerer log servers (8793/8794 may collide with a chosen API port);
 - the simple auth manager with user ``admin`` and a password kept in ``.airflow/passwords.json``;
-- the Connection ``loyalflow_airflow_api`` (``AIRFLOW_CONN_*``), so a run's summary becomes its note.
+- the Connection ``loyalflow_airflow_api`` (``AIRFLOW_CONN_*``), so a run's summary becomes its note;
+- with ``--smtp``, a local SMTP catcher (aiosmtpd, writing a Maildir) behind ``smtp_default``, and email
+  sent through it instead of the outbox.
 
 It waits for ``/api/v2/monitor/health``, prints the URL, user, password and preference-centre URL, and on
 Ctrl-C (SIGINT) or SIGTERM stops every process it started. Component logs: ``.airflow/standalone/``.
@@ -111,6 +113,44 @@ def configure(home: Path, host: str, port: int, project: Path = PROJECT_DIR) -> 
     return local
 
 
+def local_secret(file: Path) -> str:
+    """A random ``LOYALFLOW_SECRET_KEY`` kept in ``file`` (real providers refuse the development key)."""
+    if not file.exists():
+        file.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+        file.chmod(0o600)
+    return file.read_text(encoding="utf-8").strip()
+
+
+def with_smtp_catcher(local: Local, maildir: Path) -> list[str]:
+    """Send email through a local SMTP catcher: ``smtp_default`` on a free port, the SMTP provider, a
+    local secret key unless one is set. Returns the catcher's command (it writes a Maildir)."""
+    port = free_port(local.host)
+    smtp = {
+        "conn_type": "smtp",
+        "host": local.host,
+        "port": port,
+        "extra": {"disable_ssl": True, "disable_tls": True},
+    }
+    local.env.update(
+        AIRFLOW_CONN_SMTP_DEFAULT=json.dumps(smtp),
+        LOYALFLOW_EMAIL_PROVIDER="smtp",
+        LOYALFLOW_SECRET_KEY=os.environ.get("LOYALFLOW_SECRET_KEY")
+        or local_secret(local.home / "secret_key"),
+    )
+    maildir.parent.mkdir(parents=True, exist_ok=True)  # aiosmtpd creates the Maildir (cur, new, tmp)
+    return [
+        sys.executable,
+        "-m",
+        "aiosmtpd",
+        "-n",
+        "-l",
+        f"{local.host}:{port}",
+        "-c",
+        "aiosmtpd.handlers.Mailbox",
+        str(maildir),
+    ]
+
+
 def seed_if_missing(settings: Settings, customers: int, echo: Callable[[str], None]) -> str | None:
     """Seed the embedded (SQLite) demo warehouse when it has no customers; the first customer's id.
 
@@ -135,8 +175,9 @@ def seed_if_missing(settings: Settings, customers: int, echo: Callable[[str], No
     return None if first is None else str(first)
 
 
-def start(local: Local) -> dict[str, subprocess.Popen[bytes]]:
-    """Migrate the metadata database, then start each component in its own process group."""
+def start(local: Local, extra: dict[str, list[str]] | None = None) -> dict[str, subprocess.Popen[bytes]]:
+    """Migrate the metadata database, then start each component (and ``extra`` commands, by name) in its
+    own process group."""
     logs = local.home / "standalone"
     logs.mkdir(parents=True, exist_ok=True)
     migrate = subprocess.run(  # noqa: S603 - our own venv's airflow, fixed arguments
@@ -145,10 +186,11 @@ def start(local: Local) -> dict[str, subprocess.Popen[bytes]]:
     if migrate.returncode != 0:
         raise LoyalflowError(f"airflow db migrate failed: {migrate.stderr.strip().splitlines()[-1:]}")
     procs = {}
-    for name in COMPONENTS:
+    commands = {name: [str(BIN / "airflow"), name] for name in COMPONENTS} | (extra or {})
+    for name, command in commands.items():
         with (logs / f"{name}.log").open("ab") as out:
-            procs[name] = subprocess.Popen(  # noqa: S603 - our own venv's airflow, fixed arguments
-                [str(BIN / "airflow"), name],
+            procs[name] = subprocess.Popen(  # noqa: S603 - our own venv's programs, fixed arguments
+                command,
                 env=local.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -209,7 +251,9 @@ def stop(procs: dict[str, subprocess.Popen[bytes]], grace: float = 30) -> None:
         p.wait()
 
 
-def banner(local: Local, settings: Settings, first_customer: str | None, seconds: float) -> list[str]:
+def banner(
+    local: Local, settings: Settings, first_customer: str | None, seconds: float, maildir: Path | None = None
+) -> list[str]:
     """What the user needs: URL, user, password, preference centre, where messages and logs go."""
     from loyalflow.compose.context import links
 
@@ -221,6 +265,8 @@ def banner(local: Local, settings: Settings, first_customer: str | None, seconds
     if first_customer:
         page = links(settings, first_customer, "email", "thank_you")["preferences"]
         lines.append(f"  preference centre of customer {first_customer}: {page}")
+    if maildir is not None:
+        lines.append(f"  email (SMTP catcher):   {maildir} (a Maildir; SMS still go to the outbox)")
     lines += [
         f"  sent messages (outbox): {settings.outbox_dir}",
         f"  component logs:         {local.home / 'standalone'}",
@@ -228,6 +274,12 @@ def banner(local: Local, settings: Settings, first_customer: str | None, seconds
         "Press Ctrl-C to stop Airflow.",
     ]
     return lines
+
+
+def _exported(local: Local) -> Settings:
+    """The settings the tasks and the preference centre read: ``local``'s LOYALFLOW_* in this process too."""
+    os.environ.update({k: v for k, v in local.env.items() if k.startswith("LOYALFLOW_")})
+    return Settings()
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -241,21 +293,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="API and UI port (default: a free one)")
     parser.add_argument("--customers", type=int, default=5000, help="demo customers when seeding")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for a healthy Airflow")
+    parser.add_argument("--smtp", action="store_true", help="send email to a local SMTP catcher (Maildir)")
     args = parser.parse_args(argv)
     began = time.monotonic()
     home = Path(os.environ.get("AIRFLOW_HOME") or PROJECT_DIR / ".airflow").resolve()
     local = configure(home, args.host, args.port)
-    os.environ.update({k: v for k, v in local.env.items() if k.startswith("LOYALFLOW_")})
-    settings = Settings()  # what the tasks and the preference centre read
+    settings = _exported(local)
+    maildir = settings.outbox_dir.parent / "mail" if args.smtp else None
+    extra = {}
+    if maildir is not None:
+        extra["smtp-catcher"] = with_smtp_catcher(local, maildir)
+        settings = _exported(local)
     for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
         signal.signal(signum, _raise_interrupt)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         first = seed_if_missing(settings, args.customers, print)
         print(f"starting Airflow ({', '.join(COMPONENTS)}) with AIRFLOW_HOME={home}", flush=True)
-        procs = start(local)
+        procs = start(local, extra)
         wait_healthy(local, procs, args.timeout)
-        print("\n".join(banner(local, settings, first, time.monotonic() - began)), flush=True)
+        print("\n".join(banner(local, settings, first, time.monotonic() - began, maildir)), flush=True)
         while (dead := exited(procs)) is None:
             time.sleep(1)
         print(f"airflow {dead} exited; see {home / 'standalone' / dead}.log; stopping the rest", flush=True)

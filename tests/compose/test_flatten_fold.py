@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,15 @@ def test_syntax_error_in_a_layout_names_the_layout(tmp_path: Path) -> None:
 
     with pytest.raises(RenderError, match=r"templates/layouts/bad.html.j2:1"):
         Renderer(tmp_path).compile_all("c", "s", "email")
+
+
+def test_an_edited_layout_is_compiled_again_at_the_next_chunk(renderer: Renderer, tmp_path: Path) -> None:
+    constants = {"brand": CONTEXT["brand"], "lang": "fr"}
+    scope = {**renderer.globals, **CONTEXT}
+    before = renderer.bind(constants).part("c/plain.html.j2").text(scope)
+    layout = tmp_path / "partials" / "foot.html.j2"
+    layout.write_text("<p>edited</p>\n", encoding="utf-8")
+    os.utime(layout, (1, 1))  # a different modification time, whatever the clock's resolution
+    after = renderer.bind(constants).part("c/plain.html.j2").text(scope)
+    assert "edited" in after and "edited" not in before
+    assert after == _jinja(renderer, "c/plain.html.j2")

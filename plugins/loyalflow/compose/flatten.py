@@ -26,8 +26,10 @@ CAPTURING = (
 )
 
 
-def _source(env: Environment, name: str) -> nodes.Template:
+def _source(env: Environment, name: str, files: list[str]) -> nodes.Template:
     source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+    if filename:
+        files.append(filename)
     return env.parse(source, name, filename)
 
 
@@ -63,8 +65,8 @@ def _only_blocks(body: list[nodes.Node]) -> bool:
 class _Splicer(NodeTransformer):
     """Replaces a layout's blocks by the child's and constant includes by their (flattened) bodies."""
 
-    def __init__(self, env: Environment, overrides: dict[str, nodes.Block], depth: int):
-        self.env, self.overrides, self.depth = env, overrides, depth
+    def __init__(self, env: Environment, overrides: dict[str, nodes.Block], depth: int, files: list[str]):
+        self.env, self.overrides, self.depth, self.files = env, overrides, depth, files
         self.failed = False
 
     def visit_Block(self, node: nodes.Block) -> nodes.Node:
@@ -80,17 +82,17 @@ class _Splicer(NodeTransformer):
         name = _constant_name(node.template)
         body = None
         if name is not None and node.with_context and not node.ignore_missing:
-            body = _flat_tree(self.env, name, self.depth + 1)
+            body = _flat_tree(self.env, name, self.files, self.depth + 1)
         if body is None or _has(body.body, nodes.Block):
             self.failed = True
             return node
         return nodes.Scope(body.body, lineno=node.lineno)
 
 
-def _flat_tree(env: Environment, name: str, depth: int = 0) -> nodes.Template | None:
+def _flat_tree(env: Environment, name: str, files: list[str], depth: int = 0) -> nodes.Template | None:
     if depth > 8:  # a cycle or an absurdly deep chain: leave it to Jinja
         return None
-    tree = _source(env, name)
+    tree = _source(env, name, files)
     if _refers_to_self(tree):
         return None
     overrides: dict[str, nodes.Block] = {}
@@ -100,13 +102,13 @@ def _flat_tree(env: Environment, name: str, depth: int = 0) -> nodes.Template | 
         if parent is None or not _only_blocks(body) or _has(body[1:], nodes.Extends):
             return None
         overrides = _blocks(tree)
-        base = _flat_tree(env, parent, depth + 1)
+        base = _flat_tree(env, parent, files, depth + 1)
         if base is None:
             return None
         tree = base
     elif _has(body, nodes.Extends):
         return None
-    splicer = _Splicer(env, overrides, depth)
+    splicer = _Splicer(env, overrides, depth, files)
     spliced = splicer.visit(tree)
     return None if splicer.failed else spliced
 
@@ -139,9 +141,10 @@ class _BlockInliner(NodeTransformer):
         return super().generic_visit(node, *args, **kwargs)
 
 
-def flatten(env: Environment, name: str) -> nodes.Template | None:
-    """The syntax tree of ``name`` with its layouts and includes spliced in, or ``None`` (see above)."""
-    tree = _flat_tree(env, name)
+def flatten(env: Environment, name: str, files: list[str] | None = None) -> nodes.Template | None:
+    """The syntax tree of ``name`` with its layouts and includes spliced in, or ``None`` (see above);
+    the paths of the files read are appended to ``files``."""
+    tree = _flat_tree(env, name, [] if files is None else files)
     if tree is None:
         return None
     tree.body = [_BlockInliner().visit(node) for node in tree.body]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,13 @@ class Part:
     reads: frozenset[str] | None = None  # the context names it reads (None: not known)
     shapes: dict[str, Shape | None] = field(default_factory=dict)
     last: tuple[str, Shape | None] = ("", None)  # the latest shape: comparing it beats hashing it
+    sources: tuple[tuple[str, float], ...] = ()  # the files spliced in, with their modification times
+
+    def stale(self) -> bool:
+        """Whether a file it was compiled from changed since (Jinja's own templates check themselves)."""
+        if not self.sources:
+            return not self.template.is_up_to_date
+        return any(_mtime(path) != mtime for path, mtime in self.sources)
 
     def text(self, scope: dict[str, Any]) -> str:
         """The rendered part; ``scope`` is the context merged with the environment's globals."""
@@ -60,7 +68,8 @@ class Part:
 def compile_part(env: ImmutableSandboxedEnvironment, name: str, constants: Mapping[str, Any]) -> Part:
     """Compile ``name`` flattened and folded; a template that cannot be flattened is Jinja's own,
     rendered and inlined per message as before."""
-    tree = flatten(env, name)
+    files: list[str] = []
+    tree = flatten(env, name, files)
     if tree is None:
         return Part(env.get_template(name))
     tree = fold(env, tree, constants)
@@ -71,4 +80,12 @@ def compile_part(env: ImmutableSandboxedEnvironment, name: str, constants: Mappi
     reads = None if imports else frozenset(meta.find_undeclared_variables(tree)) | frozenset(env.globals)
     code = env.compile(tree, name, filename)
     template = env.template_class.from_code(env, code, dict(env.globals), None)
-    return Part(template, cut=env.autoescape is True and not captures(tree), reads=reads)
+    sources = tuple((path, _mtime(path)) for path in dict.fromkeys(files))
+    return Part(template, cut=env.autoescape is True and not captures(tree), reads=reads, sources=sources)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return -1.0

@@ -90,6 +90,13 @@ class Templates:
         self._chosen: dict[tuple[str, str, str, str | None], list[tuple[str, str, Part]]] = {}
         self._reads: dict[tuple[str, str, str, str | None], frozenset[str] | None] = {}
 
+    def refresh(self) -> None:
+        """Forget every compiled part when a template file changed since it was compiled."""
+        if any(part.stale() for part in self._parts.values()):
+            self._parts.clear()
+            self._chosen.clear()
+            self._reads.clear()
+
     def part(self, name: str) -> Part:
         """The compiled part ``name`` (``campaign/step[.persona].part.j2``)."""
         part = self._parts.get(name)
@@ -176,6 +183,7 @@ class Renderer:
 
     def compile_all(self, campaign: str, step: str, channel: str) -> None:
         """Compile every part and persona variant of a step now, so syntax errors surface before sending."""
+        self._plain.refresh()
         for path in sorted((self.templates_dir / campaign).glob(f"{step}.*.j2")):
             name = f"{campaign}/{path.name}"
             try:
@@ -185,13 +193,15 @@ class Renderer:
 
     def bind(self, constants: Mapping[str, Any]) -> Templates:
         """Parts compiled for contexts in which ``constants`` (brand, campaign, params...) never change:
-        outputs that depend on them only are written into the template once (compose/fold.py)."""
+        outputs that depend on them only are written into the template once (compose/fold.py). Parts
+        whose template files changed are compiled again (checked here, once per chunk)."""
         key = repr(sorted(constants.items()))
         bound = self._bound.get(key)
         if bound is None:
             if len(self._bound) >= MAX_BOUND:
                 self._bound.pop(next(iter(self._bound)))
             bound = self._bound[key] = Templates(self, constants)
+        bound.refresh()
         return bound
 
     def render(self, campaign: str, step: str, channel: str, context: dict[str, Any]) -> dict[str, str]:

@@ -116,7 +116,7 @@ def build_dag(campaign: Campaign) -> DAG:
             ),
             "test_recipients": Param(
                 [],
-                type="array",
+                type=["null", "array"],
                 items={"type": "string"},
                 title="Test recipients",
                 description="A test send: email addresses or phone numbers (E.164, +4915123456789), one per "

@@ -85,7 +85,12 @@ def test_recipients(context: Any) -> list[Recipient]:
 
 
 def build_dag(campaign: Campaign) -> DAG:
-    """The DAG for one campaign; heavy imports happen inside the tasks, never at parse time."""
+    """The DAG for one campaign; heavy imports happen inside the tasks, never at parse time.
+
+    The tasks run the ``Campaign`` given here (the worker parses the DAG file again), so a campaign
+    built in Python works as well as one loaded from ``campaigns/<id>.yaml``; its templates live in
+    ``templates/<id>/`` and its segment SQL is resolved against ``campaign.source``'s folder.
+    """
     with DAG(
         dag_id=campaign.id,
         description=campaign.name,
@@ -138,7 +143,7 @@ def build_dag(campaign: Campaign) -> DAG:
                 if recipients:
                     from loyalflow.deliver.testsend import send_tests
 
-                    rows = send_tests(rt, rt.campaign(campaign.id), recipients, opts)
+                    rows = send_tests(rt, campaign, recipients, opts)
                     for row in rows:
                         log.info(
                             "test %s to %s (%s, step %s) %s",
@@ -152,7 +157,7 @@ def build_dag(campaign: Campaign) -> DAG:
                     return []
                 from loyalflow.pipeline import plan as plan_run
 
-                chunks = plan_run(rt, rt.campaign(campaign.id), opts)
+                chunks = plan_run(rt, campaign, opts)
                 log.info(
                     "campaign %s: %d audience chunk(s) of up to %d customers for %s",
                     campaign.id,
@@ -169,7 +174,7 @@ def build_dag(campaign: Campaign) -> DAG:
 
             with one_line_errors():
                 rt = _runtime()
-                return process_chunk(rt, rt.campaign(campaign.id), chunk, run_options(get_current_context()))
+                return process_chunk(rt, campaign, chunk, run_options(get_current_context()))
 
         @task(trigger_rule="none_failed")
         def report() -> dict[str, int]:

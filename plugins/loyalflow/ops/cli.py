@@ -63,7 +63,7 @@ def print_summary(frame: Any, title: str) -> None:
     """A rich table of the per campaign and step summary."""
     table = Table(title=title)
     for col in frame.columns:
-        table.add_column(str(col), justify="right" if col not in ("campaign", "step") else "left")
+        table.add_column(str(col), justify="left" if col in ("campaign", "step", "skipped") else "right")
     for row in frame.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     console.print(table)

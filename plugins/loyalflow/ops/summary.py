@@ -27,7 +27,7 @@ REASONS = {
     "invalid_address": "no valid address",
     "exited": "left the sequence",
     "holdout": "in the control group",
-    "frequency_cap": "over the marketing limit (at most 1 a day, 2 a week)",
+    "frequency_cap": "over the marketing frequency cap",
     "already_sent": "sent already",
     "before_start": "due before the campaign started",
     "unknown_customer": "not in the customers table",

@@ -16,7 +16,7 @@ from loyalflow.compose.flatten import captures, flatten
 from loyalflow.compose.fold import fold
 from loyalflow.compose.inline import MARK, Shape, compile_shape, page, start_collecting, stop_collecting
 
-MAX_SHAPES = 256  # per part; a part whose shape varies more than this is inlined per message
+MAX_SHAPES = 64  # per part; a part whose shape varies more than this is inlined per message
 
 
 @dataclass

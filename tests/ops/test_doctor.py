@@ -308,3 +308,18 @@ def test_a_view_serves_as_a_contract_table(shop: Shop) -> None:
     findings = check(shop.engine, None)
     assert not failed(findings), lines(findings, "error")
     assert "ok     customers: readable; 9 of 9 contract columns" in [str(f) for f in findings]
+
+
+def test_consent_rows_without_a_customer_index_are_a_warning(tmp_path: Path) -> None:
+    """Each audience chunk reads consent rows by customer_id: without an index every chunk scans them."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    seed(engine, AS_OF, customers=50)
+    with engine.begin() as conn:  # the demo's key leads with customer_id: copy the rows into a bare table
+        conn.execute(sa.text("CREATE TABLE bare AS SELECT * FROM channel_preferences"))
+        conn.execute(sa.text("DROP TABLE channel_preferences"))
+        conn.execute(sa.text("ALTER TABLE bare RENAME TO channel_preferences"))
+    warned = [f for f in check(engine, None) if f.table == "channel_preferences" and f.level == "warn"]
+    assert any("CREATE INDEX ix_channel_preferences_customer" in f.message for f in warned), warned
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE INDEX ix_prefs ON channel_preferences (customer_id, channel)"))
+    assert not [f for f in check(engine, None) if "no index leads" in f.message]

@@ -23,6 +23,7 @@ from loyalflow.state.migrate import HEAD, VERSION_TABLE
 from loyalflow.warehouse import CUSTOMER_COLUMNS
 
 Level = Literal["ok", "warn", "error"]
+LOOKED_UP_BY_CUSTOMER = ("customers", "channel_preferences")  # read per audience chunk
 
 CONTRACT: dict[str, tuple[str, ...]] = {
     "customers": CUSTOMER_COLUMNS,
@@ -137,7 +138,8 @@ def _missing(table: str, column: str | None, sqls: dict[str, str]) -> Finding:
 
 def _warehouse(engine: sa.Engine, sqls: dict[str, str]) -> list[Finding]:
     inspector = sa.inspect(engine)
-    tables = {*inspector.get_table_names(), *inspector.get_view_names()}  # a view serves as well
+    plain = set(inspector.get_table_names())
+    tables = {*plain, *inspector.get_view_names()}  # a view serves as well
     if engine.dialect.name == "postgresql":
         tables.update(inspector.get_materialized_view_names())
     out: list[Finding] = []
@@ -175,7 +177,22 @@ def _warehouse(engine: sa.Engine, sqls: dict[str, str]) -> list[Finding]:
                 out.append(_channel(engine, table, name))
         if table == "channel_preferences" and {"customer_id", "channel"} <= set(columns):
             out.append(_history(engine))
+        if table in LOOKED_UP_BY_CUSTOMER and table in plain and "customer_id" in columns:
+            out.extend(_customer_index(inspector, table))
     return out
+
+
+def _customer_index(inspector: Any, table: str) -> list[Finding]:
+    """Each audience chunk reads these tables by customer_id: without an index leading with it, every
+    chunk scans the whole table (a run then costs chunks × rows)."""
+    leading = [inspector.get_pk_constraint(table).get("constrained_columns") or []]
+    leading += [ix.get("column_names") or [] for ix in inspector.get_indexes(table)]
+    leading += [list(u.get("column_names") or []) for u in inspector.get_unique_constraints(table)]
+    if any(cols and cols[0] == "customer_id" for cols in leading):
+        return []
+    ddl = f"CREATE INDEX ix_{table}_customer ON {table} (customer_id);"
+    why = "no index leads with customer_id: every audience chunk scans the whole table"
+    return [Finding("warn", table, None, f"{why}; add one: {ddl} (docs/warehouse.md)")]
 
 
 def _id(engine: sa.Engine, table: str, column: str, kind: Any) -> Finding:

@@ -52,17 +52,24 @@ def _suppressed(
     book: consent.ConsentBook,
     now: dt.datetime,
 ) -> dict[tuple[str, str, str], str]:
-    """Suppressions of the addresses this campaign could use: only channels a customer consented to are
-    normalised (the costly part) and looked up."""
+    """Suppressions of the addresses this campaign could use, channel by channel in the campaign's order
+    (as :func:`~loyalflow.decide.eligibility.decide` tries them): a channel's addresses are normalised
+    (the costly part) and looked up only for consenting customers whom no earlier channel can reach."""
     scopes = ("all", campaign.category, campaign.id)
-    addresses = []
+    found: dict[tuple[str, str, str], str] = {}
+    unreached = customers
     for channel in campaign.channels:
         column = "email" if channel == "email" else "phone"
-        for cid, customer in customers.items():
+        addresses = {}
+        for cid, customer in unreached.items():
             row = book.latest(cid, channel, scopes, at=now)
             if row is not None and row.opted_in and (address := normalise(channel, customer.get(column))):
-                addresses.append(address)
-    return suppressions.lookup(engine, addresses)
+                addresses[cid] = address
+        hits = suppressions.lookup(engine, addresses.values())
+        found.update(hits)
+        reached = {cid for cid, a in addresses.items() if not any((channel, a, s) in hits for s in scopes)}
+        unreached = {cid: c for cid, c in unreached.items() if cid not in reached}
+    return found
 
 
 def _reentry(

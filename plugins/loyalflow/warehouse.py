@@ -104,13 +104,16 @@ def engine_for(url: str) -> sa.Engine:
     return engine
 
 
+def _by_ids(table: str, columns: str) -> sa.TextClause:
+    # table and columns are loyalflow's own constants (contract tables), never input; ids are bound
+    stmt = sa.text(f"SELECT {columns} FROM {table} WHERE customer_id IN :ids")  # noqa: S608
+    return stmt.bindparams(sa.bindparam("ids", expanding=True))
+
+
 def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*") -> pd.DataFrame:
     """Rows of ``table`` whose customer_id is in ``ids`` (batched bound parameters)."""
     frames: list[pd.DataFrame] = []
-    # table and columns are loyalflow's own constants (contract tables), never input; ids are bound
-    stmt = sa.text(f"SELECT {columns} FROM {table} WHERE customer_id IN :ids").bindparams(  # noqa: S608
-        sa.bindparam("ids", expanding=True)
-    )
+    stmt = _by_ids(table, columns)
     with engine.connect() as conn:
         for start in range(0, len(ids), ID_BATCH):
             frames.append(pd.read_sql_query(stmt, conn, params={"ids": ids[start : start + ID_BATCH]}))
@@ -119,6 +122,16 @@ def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*
             empty = sa.text(f"SELECT {columns} FROM {table} WHERE 1=0")  # noqa: S608 - constants, as above
             return pd.read_sql_query(empty, conn)
     return pd.concat(frames, ignore_index=True)
+
+
+def rows_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str) -> list[sa.Row[Any]]:
+    """Like :func:`read_by_ids`, as the driver's rows (no DataFrame: for lookups done row by row)."""
+    stmt = _by_ids(table, columns)
+    out: list[sa.Row[Any]] = []
+    with engine.connect() as conn:
+        for start in range(0, len(ids), ID_BATCH):
+            out.extend(conn.execute(stmt, {"ids": ids[start : start + ID_BATCH]}))
+    return out
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:

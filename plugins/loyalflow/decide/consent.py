@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from loyalflow.state import consent as ledger
-from loyalflow.warehouse import ID_BATCH, read_by_ids, records
+from loyalflow.warehouse import ID_BATCH, rows_by_ids
 
 SOURCES = ("preference_centre", "one_click", "sms_keyword", "complaint", "admin", "pause")
 WAREHOUSE = "warehouse"
@@ -108,9 +108,9 @@ def _book(items: Iterable[tuple[str, str, dt.datetime | None, Consent]]) -> Cons
 
 
 def book_from_rows(
-    warehouse_rows: list[dict[str, Any]], ledger_rows: list[dict[str, Any]] | None = None
+    warehouse_rows: Iterable[Mapping[Any, Any]], ledger_rows: list[dict[str, Any]] | None = None
 ) -> ConsentBook:
-    """A book from ``channel_preferences`` rows and ``loyalflow_consent`` rows (as dicts)."""
+    """A book from ``channel_preferences`` rows and ``loyalflow_consent`` rows (as mappings)."""
     items = [
         (
             str(r["customer_id"]),
@@ -141,10 +141,10 @@ def book_from_rows(
 
 def effective(warehouse: sa.Engine, state: sa.Engine, customer_ids: list[str]) -> ConsentBook:
     """The consent book of ``customer_ids``: warehouse rows plus loyalflow's ledger rows."""
-    prefs = read_by_ids(
+    prefs = rows_by_ids(
         warehouse, "channel_preferences", customer_ids, "customer_id, channel, opted_in, source, consented_at"
     )
-    return book_from_rows(records(prefs), ledger_rows(state, customer_ids))
+    return book_from_rows([r._mapping for r in prefs], ledger_rows(state, customer_ids))
 
 
 def ledger_rows(state: sa.Engine, customer_ids: list[str]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import DAG, get_current_context, task
 
-START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+from loyalflow.airflow.maintenance import maintenance_dag
 
 
 def _naive_utc(value: Any) -> dt.datetime:
@@ -34,16 +34,13 @@ def export_day(start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
 
 def consent_export_dag(dag_id: str = "consent_export", schedule: str = "@daily") -> DAG:
     """One task: the data interval's consent changes into ``consent-<day>.csv``."""
-    with DAG(
-        dag_id=dag_id,
-        description="Consent changes loyalflow received (preference centre, one-click, STOP, complaints)",
-        schedule=schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        tags=["loyalflow", "consent", "compliance"],
-        doc_md=__doc__,
-        default_args={"owner": "marketing-ops", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    with maintenance_dag(
+        dag_id,
+        "Consent changes loyalflow received (preference centre, one-click, STOP, complaints)",
+        schedule,
+        ["consent", "compliance"],
+        __doc__,
+        retry_minutes=5,
     ) as dag:
 
         @task

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from loyalflow.airflow.maintenance import START_DATE, maintenance_dag
 from loyalflow.errors import LoyalflowError
 from loyalflow.home import campaigns_dir, templates_dir
 from loyalflow.spec import Campaign, load_campaign
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from loyalflow.deliver.testsend import Recipient
     from loyalflow.runtime import RunOptions, Runtime
 
-START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TEST_SEND_DOC = (
     " *test_recipients* (emails or E.164 phone numbers) sends one real message to each of them only, "
     "marked [TEST], and no customer. Each run's summary is its note. See docs/airflow.md."
@@ -211,17 +211,14 @@ def campaign_dag(campaign_id: str) -> DAG:
 
 def dispatch_dag(schedule: str = "*/15 * * * *") -> DAG:
     """The DAG that sends scheduled messages (quiet hours, send windows) once their send_at has come."""
-    with DAG(
-        dag_id="dispatch_scheduled",
-        description="Send messages held for quiet hours or a send window once they are due",
-        schedule=schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        tags=["loyalflow", "delivery"],
-        doc_md="Sends the ledger's `scheduled` messages whose `send_at` has come, re-checking consent and "
+    with maintenance_dag(
+        "dispatch_scheduled",
+        "Send messages held for quiet hours or a send window once they are due",
+        schedule,
+        ["delivery"],
+        "Sends the ledger's `scheduled` messages whose `send_at` has come, re-checking consent and "
         "suppressions first. Providers that schedule themselves (outbox, SendGrid) never need it.",
-        default_args={"owner": "marketing-ops", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+        retry_minutes=2,
     ) as dag:
 
         @task

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import DAG, task
+
+from loyalflow.airflow.maintenance import maintenance_dag
 
 PROVIDERS = ("sendgrid", "ses", "sms")  # loyalflow.web.events.PROVIDERS (not imported at parse time)
 
@@ -29,16 +29,13 @@ def ingest_folder(provider: str) -> dict[str, int]:
 
 def build_ingest_dag(dag_id: str = "ingest_events", schedule: str = "*/15 * * * *") -> DAG:
     """One task per provider (SendGrid, SES, inbound SMS); duplicates are harmless (event-id dedupe)."""
-    with DAG(
-        dag_id=dag_id,
-        description="Bounces, complaints, unsubscribes and engagement from providers into loyalflow",
-        schedule=schedule,
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
-        max_active_runs=1,
-        tags=["loyalflow", "events", "compliance"],
-        doc_md=__doc__,
-        default_args={"owner": "marketing-ops", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    with maintenance_dag(
+        dag_id,
+        "Bounces, complaints, unsubscribes and engagement from providers into loyalflow",
+        schedule,
+        ["events", "compliance"],
+        __doc__,
+        retry_minutes=2,
     ) as dag:
         for provider in PROVIDERS:
             task(task_id=f"ingest_{provider}")(ingest_folder)(provider)

@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import DAG, get_current_context, task
 
-START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+from loyalflow.airflow.maintenance import maintenance_dag
 
 
 def report_day(as_of: dt.date) -> dict[str, Any]:
@@ -30,16 +30,13 @@ def report_day(as_of: dt.date) -> dict[str, Any]:
 
 def report_dag(dag_id: str = "loyalflow_report", schedule: str = "@daily") -> DAG:
     """One task: the report as of the last whole day."""
-    with DAG(
-        dag_id=dag_id,
-        description="Lift with confidence intervals per campaign step: report.json and report.html",
-        schedule=schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        tags=["loyalflow", "report"],
-        doc_md=__doc__,
-        default_args={"owner": "marketing-ops", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    with maintenance_dag(
+        dag_id,
+        "Lift with confidence intervals per campaign step: report.json and report.html",
+        schedule,
+        ["report"],
+        __doc__,
+        retry_minutes=5,
     ) as dag:
 
         @task

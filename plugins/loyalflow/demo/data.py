@@ -22,6 +22,8 @@ import pandas as pd
 import sqlalchemy as sa
 from faker import Faker
 
+from loyalflow.state.bulk import copy_csv
+
 PERSONAS: tuple[str, ...] = (
     "independent_business_traveller",
     "corporate_travel_manager",
@@ -707,11 +709,4 @@ def _copy_psycopg2(conn: sa.Connection, table: sa.Table, df: pd.DataFrame) -> No
     # Unquoted \N is NULL; an unquoted empty field stays an empty string (e.g. blank first names).
     out.to_csv(buf, index=False, header=False, na_rep="\\N", float_format="%.2f")
     buf.seek(0)
-    preparer = conn.dialect.identifier_preparer
-    columns = ", ".join(preparer.quote(str(c)) for c in out.columns)
-    sql = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(sql, buf)
-    finally:
-        cursor.close()
+    copy_csv(conn, table, [str(c) for c in out.columns], buf)

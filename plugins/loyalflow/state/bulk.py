@@ -33,11 +33,16 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     buf = io.StringIO()
     buf.writelines(",".join(_field(row[name]) for name in names) + "\n" for row in rows)
     buf.seek(0)
+    copy_csv(conn, table, names, buf)
+
+
+def copy_csv(conn: sa.Connection, table: sa.Table, columns: list[str], csv: io.StringIO) -> None:
+    """``COPY table (columns) FROM STDIN`` of CSV text whose NULL is ``\\N`` (psycopg2 connections only)."""
     preparer = conn.dialect.identifier_preparer
-    columns = ", ".join(preparer.quote(name) for name in names)
-    sql = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    names = ", ".join(preparer.quote(name) for name in columns)
+    sql = f"COPY {preparer.format_table(table)} ({names}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.copy_expert(sql, buf)
+        cursor.copy_expert(sql, csv)
     finally:
         cursor.close()

@@ -9,11 +9,6 @@ loopback port in its own process group, with a private AIRFLOW_HOME, and stops t
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +24,10 @@ from loyalflow.state import consent as ledger
 from loyalflow.state import ensure_schema
 from tests.conftest import ROOT, TEST_KEY
 from tests.factories import Shop
+from tests.web.airflow_server import api_server as api_server_process
 from tests.web.conftest import free_port
 
 pytestmark = pytest.mark.airflow
-AIRFLOW = Path(sys.executable).parent / "airflow"
 ONE_CLICK = {
     "content": "List-Unsubscribe=One-Click",
     "headers": {"Content-Type": "application/x-www-form-urlencoded"},
@@ -46,23 +41,9 @@ class Server:
     log: Path
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group (it forks workers), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
 @pytest.fixture
 def api_server(tmp_path: Path) -> Iterator[Server]:
     port = free_port()
-    home = tmp_path / "airflow"
-    home.mkdir()
     loyalflow = {
         "LOYALFLOW_HOME": str(ROOT),
         "LOYALFLOW_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.db'}",
@@ -72,18 +53,6 @@ def api_server(tmp_path: Path) -> Iterator[Server]:
         "LOYALFLOW_SECRET_KEY": TEST_KEY,
         "LOYALFLOW_PUBLIC_URL": f"http://127.0.0.1:{port}/loyalflow",
     }
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOYALFLOW_"))},
-        **loyalflow,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    }
     settings = Settings(
         home=ROOT,
         warehouse_url=loyalflow["LOYALFLOW_WAREHOUSE_URL"],
@@ -92,32 +61,8 @@ def api_server(tmp_path: Path) -> Iterator[Server]:
         public_url=loyalflow["LOYALFLOW_PUBLIC_URL"],
     )
     ensure_schema(sa.create_engine(settings.state_url or ""))
-    migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr.decode()[-2000:]
-    log = tmp_path / "api-server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(AIRFLOW), "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped whole
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"api-server exited: {log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"api-server not healthy: {log.read_text()[-3000:]}"
-            time.sleep(0.5)
+    with api_server_process(tmp_path, port, {**loyalflow, "AIRFLOW__API__PORT": str(port)}) as (base, _, log):
         yield Server(base, settings, log)
-    finally:
-        _stop(proc)
 
 
 def ledger_rows(settings: Settings, cid: str) -> list[tuple[str, str, bool, str]]:

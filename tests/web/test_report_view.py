@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +24,8 @@ from loyalflow.report.build import build_report, write_report
 from loyalflow.runtime import Runtime
 from loyalflow.settings import Settings
 from tests.conftest import ROOT
+from tests.web.airflow_server import api_server as api_server_process
 from tests.web.conftest import free_port
-from tests.web.test_airflow_api_server import AIRFLOW, _stop
 
 AS_OF = dt.date(2026, 11, 20)
 SHOTS = ROOT / "out"
@@ -89,48 +87,13 @@ def api_server(tmp_path: Path, report_dir: Path) -> Iterator[tuple[str, Path]]:
 
     Yields the base URL and the server's AIRFLOW_HOME (where the simple auth manager writes passwords).
     """
-    port = free_port()
-    home = tmp_path / "airflow"
-    home.mkdir()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOYALFLOW_"))},
-        "LOYALFLOW_HOME": str(ROOT),
         "LOYALFLOW_REPORT_DIR": str(report_dir),
         "LOYALFLOW_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.db'}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     }
-    migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr.decode()[-2000:]
-    log = tmp_path / "api-server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(AIRFLOW), "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped whole
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"api-server exited: {log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"api-server not healthy: {log.read_text()[-3000:]}"
-            time.sleep(0.5)
+    with api_server_process(tmp_path, free_port(), env) as (base, home, _):
         yield base, home
-    finally:
-        _stop(proc)
 
 
 @pytest.mark.airflow

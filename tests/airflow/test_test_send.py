@@ -77,6 +77,7 @@ def test_only_the_test_addresses_get_marked_messages_and_no_state_is_written(
     assert mail["headers"][HEADER] == "true" and mail["headers"]["List-Unsubscribe"].startswith("<http")
     assert sms["text"].startswith("[TEST] ")
     for m in sent:
+        assert m["test"] is True
         assert m["idempotency_key"].startswith("test-") and m["customer_id"].startswith("test-C")
         assert m["customer_id"].removeprefix("test-") in buyers  # rendered for a real customer
         assert m["campaign"] == "thank_you" and m["step"] == "thanks"

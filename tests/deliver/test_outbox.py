@@ -45,6 +45,7 @@ def test_all_writes_every_email_as_a_readable_eml(tmp_path: Path) -> None:
     assert parsed["To"] == "guest1@example.com"
     lines = (tmp_path / "thank_you" / "email.jsonl").read_text().splitlines()
     assert [json.loads(line)["idempotency_key"] for line in lines] == ["thanks-0", "thanks-1", "thanks-2"]
+    assert not any("test" in json.loads(line) for line in lines)  # only test sends carry "test": true
 
 
 def test_none_writes_only_the_jsonl(tmp_path: Path) -> None:

@@ -91,12 +91,16 @@ def message_key(run_id: str, index: int, address: str) -> str:
 
 
 def mark(msg: Message) -> Message:
-    """The message marked as a test: ``[TEST]`` first in the subject (SMS: the text), a test header."""
+    """The message marked as a test: ``[TEST]`` first in the subject (SMS: the text), a test header, and
+    ``test`` set (the outbox records it as ``"test": true``)."""
     if msg.channel == "email":
         return dataclasses.replace(
-            msg, subject=f"{MARK} {msg.subject or ''}".strip(), headers={**msg.headers, HEADER: "true"}
+            msg,
+            subject=f"{MARK} {msg.subject or ''}".strip(),
+            headers={**msg.headers, HEADER: "true"},
+            test=True,
         )
-    return dataclasses.replace(msg, text=f"{MARK} {msg.text}")
+    return dataclasses.replace(msg, text=f"{MARK} {msg.text}", test=True)
 
 
 def render_tests(

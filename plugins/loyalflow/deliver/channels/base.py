@@ -25,6 +25,7 @@ class Message:
     sender: str | None = None
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    test: bool = False  # a test send to staff (deliver/testsend.py), never a customer's message
 
 
 @dataclass(frozen=True)

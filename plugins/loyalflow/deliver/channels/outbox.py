@@ -28,6 +28,8 @@ def outbox_record(msg: Message) -> dict:
     }
     if msg.channel == "email":
         record.update(subject=msg.subject, html=msg.html, headers=msg.headers)
+    if msg.test:
+        record["test"] = True
     return record
 
 

@@ -8,13 +8,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from loyalflow.deliver.ledger import idempotency_key
 from loyalflow.ops.cli import app
-from loyalflow.report.build import build_report, write_report
+from loyalflow.report.build import build_report, step_row, write_report
 from loyalflow.report.html import render
 from loyalflow.report.lift import newcombe
 from loyalflow.settings import Settings, get_settings
@@ -252,3 +253,17 @@ def test_a_report_before_any_run_says_so(shop: Shop) -> None:
     assert empty["dormant"]["verdict"] == "not measured: nothing sent" and empty["referral"]["asks"] == 0
     assert [t["customers"] for t in empty["tiers"]] == [1, 0, 0]
     assert "No data yet for lift" in render(empty)
+
+
+def test_a_step_sent_too_recently_says_so_instead_of_nothing_sent() -> None:
+    young = pd.DataFrame(
+        {
+            "arm": ["sent"] * 3 + ["holdout"],
+            "mature": [False] * 4,
+            "converted": [False] * 4,
+            "revenue": [0.0] * 4,
+        }
+    )
+    row = step_row("dormant_reactivation", "last_call", young)
+    assert (row["verdict_kind"], row["verdict"]) == ("too_early", "too early: 4 still inside the window")
+    assert step_row("dormant_reactivation", "last_call", young.iloc[:0])["verdict_kind"] == "not_sent"

@@ -70,11 +70,15 @@ def step_row(campaign: str, step: str, rows: pd.DataFrame) -> dict[str, Any]:
     sent, held = mature[mature["arm"] == "sent"], mature[mature["arm"] == "holdout"]
     rev_sent, rev_held = _revenue(sent), _revenue(held)
     rev_lift = mean_difference(rev_sent, rev_held) if len(sent) and len(held) else (None, None, None)
+    maturing = int((~rows["mature"]).sum())
+    fields = lift_fields(_arms(mature))
+    if fields["verdict_kind"] == "not_sent" and maturing:  # sent, but too recently to tell
+        fields.update(verdict_kind="too_early", verdict=f"too early: {maturing:,} still inside the window")
     return {
         "campaign": campaign,
         "step": step,
-        **lift_fields(_arms(mature)),
-        "maturing": int((~rows["mature"]).sum()),
+        **fields,
+        "maturing": maturing,
         "rev_per_sent": _num(rev_sent.mean, 2),
         "rev_per_sent_ci_low": _num(rev_sent.ci[0], 2),
         "rev_per_sent_ci_high": _num(rev_sent.ci[1], 2),

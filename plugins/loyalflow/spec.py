@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -113,6 +114,7 @@ class Campaign(_Strict):
             if self.entry == "state"
             else "event: steps count from the anchor event in the data"
         )
+        folder = "campaigns" if self.source.suffix == ".yaml" else "dags"  # a YAML file, or a Python DAG
         rows = "\n".join(
             f"| `{s.id}` | day {self.anchor_offset_days + s.delay_days} | {s.description or '-'} |"
             for s in self.steps
@@ -126,7 +128,7 @@ class Campaign(_Strict):
             f"- **Holdout:** {self.holdout_percent:g}%\n"
             f"- **Entry:** {entry}\n"
             f"- **Re-entry:** {reentry}\n"
-            f"- **Source:** `campaigns/{self.source.name}`\n\n"
+            f"- **Source:** `{folder}/{self.source.name}`\n\n"
             f"| step | when | what |\n|---|---|---|\n{rows}\n\n"
             "Trigger with *as_of* (YYYY-MM-DD) to evaluate another day, *dry_run* to decide without "
             "sending, and *send_limit* to cap the messages of this run."
@@ -182,25 +184,44 @@ def load_campaign(path: Path, templates_dir: Path | None = None) -> Campaign:
             "id",
             _node_line(node, ("id",)),
         )
+    check_files(campaign, templates_dir, name, lambda loc: _node_line(node, loc))
+    return campaign
+
+
+def check_files(
+    campaign: Campaign,
+    templates_dir: Path | None,
+    name: str,
+    line_of: Callable[[tuple[int | str, ...]], int | None] = lambda loc: None,
+) -> None:
+    """Raise :class:`CampaignError` when the segment file or a template of a step and channel is missing."""
     if not campaign.segment_path.is_file():
         raise CampaignError(
-            name,
-            f"segment file not found: {campaign.segment_path}",
-            "segment",
-            _node_line(node, ("segment",)),
+            name, f"segment file not found: {campaign.segment_path}", "segment", line_of(("segment",))
         )
-    if templates_dir is not None:
-        for i, step in enumerate(campaign.steps):
-            for channel in campaign.channels:
-                for part in PARTS_BY_CHANNEL[channel]:
-                    tpl = templates_dir / campaign.id / f"{step.template_name}.{part}.j2"
-                    if not tpl.is_file():
-                        raise CampaignError(
-                            name,
-                            f"missing template {tpl}",
-                            f"steps.{i}.template",
-                            _node_line(node, ("steps", i)),
-                        )
+    if templates_dir is None:
+        return
+    for i, step in enumerate(campaign.steps):
+        for channel in campaign.channels:
+            for part in PARTS_BY_CHANNEL[channel]:
+                tpl = templates_dir / campaign.id / f"{step.template_name}.{part}.j2"
+                if not tpl.is_file():
+                    raise CampaignError(
+                        name, f"missing template {tpl}", f"steps.{i}.template", line_of(("steps", i))
+                    )
+
+
+def define_campaign(source: Path, templates_dir: Path, **fields: Any) -> Campaign:
+    """A campaign written in Python (in a DAG file), checked like a YAML file: its fields, its segment file
+    and every template. ``source`` is ``<campaigns folder>/<DAG file name>``: segment paths are relative to
+    its folder, errors name it, and the DAG's doc points at ``dags/<name>``."""
+    try:
+        campaign = Campaign.model_validate({**fields, "source": source})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise CampaignError(str(source), err["msg"], field=field) from exc
+    check_files(campaign, templates_dir, str(source))
     return campaign
 
 

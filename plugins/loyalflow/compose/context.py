@@ -72,6 +72,7 @@ class ContextBuilder:
         base: Mapping[str, Any] | None = None,
     ):
         self._secret = settings.secret_key
+        self.codes: Mapping[str, str] = {}  # referral codes of the chunk (compose.referral.codes_for)
         self._signer = signer_for(settings.secret_key)
         self._url = settings.public_url.rstrip("/")
         self._website = brand.website.rstrip("/")
@@ -117,7 +118,7 @@ class ContextBuilder:
         context["greeting"] = greeting(first)
         context["step"] = step.id
         context["links"] = self.links(customer_id, channel)
-        code = code_for(self._secret, customer_id)
+        code = self.codes.get(customer_id) or code_for(self._secret, customer_id)
         context["referral_code"] = code
         context["referral_url"] = f"{self._website}/r/{code}"
         return context
@@ -149,7 +150,7 @@ class ContextBuilder:
         if "links" in needs:
             context["links"] = self.links(customer_id, channel)
         if not needs.isdisjoint(REFERRAL):
-            code = code_for(self._secret, customer_id)
+            code = self.codes.get(customer_id) or code_for(self._secret, customer_id)
             context["referral_code"] = code
             context["referral_url"] = f"{self._website}/r/{code}"
         return context

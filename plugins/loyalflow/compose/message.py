@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
+from loyalflow.compose import referral
 from loyalflow.compose.context import ContextBuilder, build_context
 from loyalflow.decide.eligibility import Decision
 from loyalflow.deliver.channels import Message
@@ -98,6 +99,8 @@ def message(rt: Runtime, campaign: Campaign, cand: Candidate, opts: RunOptions) 
 def compose_all(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
     """Render every eligible candidate before anything is sent; a template error fails that recipient."""
     composer = Composer(rt, campaign, opts)
+    eligible = [str(c.row["customer_id"]) for c in cands if c.decision.eligible]
+    composer.contexts.codes = referral.codes_for(rt.state, rt.settings.secret_key, eligible)
     for cand in cands:
         if not cand.decision.eligible:
             continue

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Iterable
 from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from loyalflow.state import referral_codes
+from loyalflow.warehouse import ID_BATCH
 
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32
 _PAIRS = [a + b for a in B32 for b in B32]  # two base32 characters per 10 bits
@@ -33,17 +35,55 @@ def code_for(secret: str, customer_id: str) -> str:
     )
 
 
+def codes_for(engine: sa.Engine, secret: str, customer_ids: Iterable[str]) -> dict[str, str]:
+    """Each customer's referral code: the stored one when they were ever sent one (so a code in an old
+    message keeps working, also after a key rotation), else the derived one. A derived code that another
+    customer already holds (40 bits: a few pairs per million customers) takes the next variant,
+    ``code_for(secret, "<id>|1")`` and so on, so no two customers share a code. One or two queries."""
+    ids = sorted({str(c) for c in customer_ids})
+    out: dict[str, str] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(ids), ID_BATCH):
+            stmt = sa.select(referral_codes.c.customer_id, referral_codes.c.code).where(
+                referral_codes.c.customer_id.in_(ids[start : start + ID_BATCH])
+            )
+            out.update((str(c), code) for c, code in conn.execute(stmt))
+        derived = {c: code_for(secret, c) for c in ids if c not in out}
+        held = _held(conn, list(derived.values()))
+        used = set(out.values()) | held
+        for cid, code in derived.items():
+            variant = 0
+            while code in used:
+                variant += 1
+                code = code_for(secret, f"{cid}|{variant}")
+                used |= _held(conn, [code])
+            used.add(code)
+            out[cid] = code
+    return out
+
+
+def _held(conn: sa.Connection, codes: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(codes), ID_BATCH):
+        stmt = sa.select(referral_codes.c.code).where(
+            referral_codes.c.code.in_(codes[start : start + ID_BATCH])
+        )
+        found.update(conn.execute(stmt).scalars())
+    return found
+
+
 def remember(engine: sa.Engine, secret: str, customer_ids: list[str]) -> None:
-    """Store the codes of customers who were sent one (idempotent)."""
+    """Store the codes of customers who were sent one (idempotent; never fails on a taken code: a
+    concurrent chunk that stored the same new code first wins, and this customer's next message derives
+    the next variant)."""
     if not customer_ids:
         return
+    codes = codes_for(engine, secret, customer_ids)
     insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(referral_codes)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    rows = [
-        {"customer_id": c, "code": code_for(secret, c), "created_at": now} for c in sorted(set(customer_ids))
-    ]
+    rows = [{"customer_id": c, "code": code, "created_at": now} for c, code in sorted(codes.items())]
     with engine.begin() as conn:
-        conn.execute(insert.on_conflict_do_nothing(index_elements=["customer_id"]), rows)
+        conn.execute(insert.on_conflict_do_nothing(), rows)
 
 
 def customer_for(engine: sa.Engine, code: str) -> str | None:

@@ -211,9 +211,10 @@ def pipeline_stage(workdir: Path, rerun: bool, pg: str | None) -> dict[str, floa
 
 def _stage(*args: str) -> dict[str, float]:
     """Run a stage of this module in a child process and return the figures it prints as JSON."""
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.bench_pipeline", *args], check=True, capture_output=True, text=True
-    )
+    command = [sys.executable, "-m", "tools.bench_pipeline", *args]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"bench stage {' '.join(args)} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -104,6 +104,7 @@ def compose_all(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: R
     for cand in cands:
         if not cand.decision.eligible:
             continue
+        cand.referral_code = composer.contexts.codes[str(cand.row["customer_id"])]
         try:
             cand.message = composer.message(cand)
         except RenderError as exc:

@@ -72,13 +72,18 @@ def _held(conn: sa.Connection, codes: list[str]) -> set[str]:
     return found
 
 
-def remember(engine: sa.Engine, secret: str, customer_ids: list[str]) -> None:
-    """Store the codes of customers who were sent one (idempotent; never fails on a taken code: a
-    concurrent chunk that stored the same new code first wins, and this customer's next message derives
-    the next variant)."""
+def remember(
+    engine: sa.Engine, secret: str, customer_ids: list[str], codes: dict[str, str] | None = None
+) -> None:
+    """Store the codes of customers who were sent one: ``codes`` (what their messages carried, from
+    :func:`codes_for` before rendering), else :func:`codes_for` now. Idempotent; never fails on a taken
+    code: a concurrent chunk that stored the same new code first wins, and this customer's next message
+    derives the next variant."""
     if not customer_ids:
         return
-    codes = codes_for(engine, secret, customer_ids)
+    if codes is None or not set(customer_ids) <= set(codes):
+        codes = codes_for(engine, secret, customer_ids)
+    codes = {c: codes[c] for c in customer_ids}
     insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(referral_codes)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = [{"customer_id": c, "code": code, "created_at": now} for c, code in sorted(codes.items())]

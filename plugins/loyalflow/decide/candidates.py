@@ -33,6 +33,7 @@ class Candidate:
     message: Message | None = None
     outcome: str = "skipped"
     bundled: list[tuple[str, str]] = field(default_factory=list)  # (key, anchor_id) sent within this one
+    referral_code: str | None = None  # the code its message carries (compose.referral.codes_for)
 
 
 def load_customers(engine: sa.Engine, ids: list[str]) -> dict[str, dict[str, Any]]:

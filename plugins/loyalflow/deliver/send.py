@@ -150,9 +150,11 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
             mine = claim(rt, campaign, batch, kind, channel, opts)
             send_and_record(rt, schedule_later(rt, mine, kind, channel), kind, channel)
     # Every message carries the customer's referral code: store it so referred orders can be attributed.
+    went = [c for c in cands if c.outcome in ("sent", "scheduled")]
     referral.remember(
         rt.state,
         rt.settings.secret_key,
-        [str(c.row["customer_id"]) for c in cands if c.outcome in ("sent", "scheduled")],
+        [str(c.row["customer_id"]) for c in went],
+        {str(c.row["customer_id"]): c.referral_code for c in went if c.referral_code},
     )
     settle_caps(rt, campaign, cands)

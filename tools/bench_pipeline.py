@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -189,22 +190,39 @@ def seed_stage(customers: int, workdir: Path, pg: str | None) -> dict[str, float
     return {"seed_s": time.perf_counter() - started, "orders": float(len(frames.orders))}
 
 
-def pipeline_stage(workdir: Path, rerun: bool, pg: str | None) -> dict[str, float]:
-    """Run the benchmark campaign for every customer (and optionally again: it must send nothing)."""
+def _peak_rss_mb(workers: int) -> float:
+    """Memory the run may hold at once: this process's peak resident set plus, when chunks ran in worker
+    processes, ``workers`` times the largest worker's peak (an upper bound)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if workers > 1 else 0
+    return (own + workers * child) / 1024
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU time of this process and its finished children (the chunk workers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def pipeline_stage(workdir: Path, rerun: bool, pg: str | None, workers: int) -> dict[str, float]:
+    """Run the benchmark campaign for every customer with ``workers`` chunk processes (and optionally
+    again: it must send nothing)."""
     rt = Runtime(_project(workdir, pg))
     now = dt.datetime(2026, 11, 20, 15)
-    started = time.perf_counter()
-    totals = run(rt, "bench_all", RunOptions(AS_OF, "bench", now=now))
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    totals = run(rt, "bench_all", RunOptions(AS_OF, "bench", now=now), workers=workers)
     wall = time.perf_counter() - started
     out = {
+        "workers": float(workers),
         "audience": float(sum(totals.values())),
         "sent": float(totals.get("sent", 0)),
         "wall_s": wall,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_s": _cpu_seconds() - cpu,
+        "peak_rss_mb": _peak_rss_mb(workers),
     }
     if rerun:
         started = time.perf_counter()
-        again = run(rt, "bench_all", RunOptions(AS_OF, "bench-rerun", now=now))
+        again = run(rt, "bench_all", RunOptions(AS_OF, "bench-rerun", now=now), workers=workers)
         out.update(rerun_s=time.perf_counter() - started, rerun_sent=float(again.get("sent", 0)))
     return out
 
@@ -219,13 +237,15 @@ def _stage(*args: str) -> dict[str, float]:
 
 
 def bench_pipeline(
-    customers: int, workdir: Path, rerun: bool = False, pg: str | None = None
+    customers: int, workdir: Path, workers: int, rerun: bool = False, pg: str | None = None
 ) -> dict[str, float]:
     """Seed ``customers`` (about 3 orders each) and run the pipeline over all of them, each in a child."""
     workdir.mkdir(parents=True, exist_ok=True)
     where = ["--workdir", str(workdir), *(["--pg", pg] if pg else [])]
     seeded = _stage("--stage", "seed", "--customers", str(customers), *where)
-    figures = _stage("--stage", "pipeline", *where, *(["--rerun"] if rerun else []))
+    figures = _stage(
+        "--stage", "pipeline", "--workers", str(workers), *where, *(["--rerun"] if rerun else [])
+    )
     if pg:
         with sa.create_engine(pg).begin() as conn:
             for part in ("wh", "state"):
@@ -248,20 +268,23 @@ def main() -> None:
     parser.add_argument("--customers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rerun", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="chunk processes (default: one per core)"
+    )
     parser.add_argument("--pg", help="PostgreSQL URL: warehouse (bigint ids) and state there, not SQLite")
     args = parser.parse_args()
     if args.stage == "seed":
         print(json.dumps(seed_stage(args.customers, args.workdir, args.pg)))
         return
     if args.stage == "pipeline":
-        print(json.dumps(pipeline_stage(args.workdir, args.rerun, args.pg)))
+        print(json.dumps(pipeline_stage(args.workdir, args.rerun, args.pg, args.workers)))
         return
     sizes = sorted(int(size) for size in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="loyalflow-bench-") as tmp:
         rt = Runtime(_project(Path(tmp) / "render"))
         render = bench_render(rt, args.renders)
         naive = bench_naive(rt, args.naive)
-        runs = [bench_pipeline(n, Path(tmp) / f"n{n}", n == sizes[0], args.pg) for n in sizes]
+        runs = [bench_pipeline(n, Path(tmp) / f"n{n}", args.workers, n == sizes[0], args.pg) for n in sizes]
     jinja, email_rate = render["jinja_compiled_once_per_s"], render["loyalflow_email_message_per_s"]
     print("render (messages/s, one core):")
     for name, value in {**render, "naive_per_message_env_and_css_per_s": naive}.items():

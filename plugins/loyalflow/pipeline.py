@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +25,7 @@ from loyalflow.deliver import ledger
 from loyalflow.deliver.reconcile import reconcile
 from loyalflow.deliver.send import deliver
 from loyalflow.runtime import RunOptions, Runtime
+from loyalflow.settings import Settings
 from loyalflow.spec import Campaign
 from loyalflow.state import bulk, decisions
 from loyalflow.warehouse import records
@@ -145,14 +148,54 @@ def process_chunk(rt: Runtime, campaign: Campaign, chunk_url: str, opts: RunOpti
 Progress = Callable[[int, int, dict[str, int]], None]
 """Called after each chunk with (chunks done, chunks in all, that chunk's counts by reason)."""
 
+_worker: Runtime | None = None  # a worker process's own runtime (engines cannot cross processes)
 
-def run(rt: Runtime, campaign_id: str, opts: RunOptions, progress: Progress | None = None) -> dict[str, int]:
-    """The whole pipeline in one process (the CLI path): plan, every chunk, totals."""
+
+def _start_worker(settings: Settings) -> None:
+    global _worker
+    _worker = Runtime(settings)
+
+
+def _chunk_in_worker(campaign_id: str, chunk_url: str, opts: RunOptions) -> dict[str, int]:
+    if _worker is None:
+        raise RuntimeError("a chunk worker process was started without its runtime (_start_worker)")
+    return process_chunk(_worker, _worker.campaign(campaign_id), chunk_url, opts)
+
+
+def _chunk_counts(
+    rt: Runtime, campaign: Campaign, chunks: list[str], opts: RunOptions, workers: int
+) -> Iterator[dict[str, int]]:
+    """Each chunk's counts as it finishes: in this process, or spread over ``workers`` processes (as
+    Airflow spreads the mapped ``send_chunk`` tasks over its workers; the ledger keeps it exactly once)."""
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield process_chunk(rt, campaign, chunk, opts)
+        return
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no engine or lock is inherited
+    with ProcessPoolExecutor(
+        min(workers, len(chunks)), mp_context=spawn, initializer=_start_worker, initargs=(rt.settings,)
+    ) as pool:
+        futures = [pool.submit(_chunk_in_worker, campaign.id, c, opts) for c in chunks]
+        try:
+            for done in as_completed(futures):
+                yield done.result()
+        except BaseException:  # a failed chunk stops the run, as in one process: start no other chunk
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def run(
+    rt: Runtime,
+    campaign_id: str,
+    opts: RunOptions,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> dict[str, int]:
+    """The whole pipeline (the CLI path): plan, every chunk (in ``workers`` processes), totals."""
     campaign = rt.campaign(campaign_id)
     totals: Counter[str] = Counter()
     chunks = plan(rt, campaign, opts)
-    for done, chunk in enumerate(chunks, start=1):
-        counts = process_chunk(rt, campaign, chunk, opts)
+    for done, counts in enumerate(_chunk_counts(rt, campaign, chunks, opts, workers), start=1):
         totals.update(counts)
         if progress is not None:
             progress(done, len(chunks), counts)

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from loyalflow.ops.progress import ChunkRate, chunk_bar
 from loyalflow.settings import Settings
-from tests.cli_helpers import invoke_run
+from tests.cli_helpers import invoke_run, outbox_lines
 from tests.factories import Shop
 
 
@@ -54,3 +54,20 @@ def test_loyalflow_run_reports_chunks_and_rate(
         result.output,
     ), result.output
     assert "would send" in result.output and "5" in result.output
+
+
+def test_loyalflow_run_spreads_chunks_over_workers(
+    settings: Settings, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOYALFLOW_CHUNK_SIZE", "2")
+    for _ in range(5):
+        shop.order(shop.customer(), dt.datetime(2026, 11, 20, 10))
+    result = invoke_run(settings, "thank_you", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"thank_you: 3/3 chunk\(s\), 5 message\(s\) decided in .*, sent 5", result.output)
+    keys = [line["idempotency_key"] for line in outbox_lines(settings)]
+    assert len(keys) == len(set(keys)) == 5
+    again = invoke_run(settings, "thank_you", "--workers", "2")
+    assert again.exit_code == 0 and "sent 0" in again.output, again.output
+    assert len(outbox_lines(settings)) == 5
+    assert invoke_run(settings, "thank_you", "--workers", "0").exit_code == 2  # at least one

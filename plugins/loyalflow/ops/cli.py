@@ -77,6 +77,9 @@ def run(
     outbox: Annotated[Path | None, typer.Option(help="Folder of the outbox channel.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and render, send nothing.")] = False,
     send_limit: Annotated[int | None, typer.Option(help="Send at most this many messages.")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes that work on audience chunks at once (one per core).")
+    ] = 1,
 ) -> None:
     """Run CAMPAIGN for one day, the same pipeline the DAG runs."""
 
@@ -91,7 +94,7 @@ def run(
         run_id = f"cli__{day}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
         opts = RunOptions(day, run_id, dry_run=dry_run, send_limit=send_limit)
         with chunk_bar(console, campaign, dry_run) as rate:
-            totals = run_pipeline(rt, campaign, opts, progress=rate.add)
+            totals = run_pipeline(rt, campaign, opts, progress=rate.add, workers=workers)
         if not totals:
             console.print(f"{campaign}: the segment returned nobody due on {day}; nothing to send.")
             return 0
@@ -292,6 +295,7 @@ def _print_report(found: dict[str, Any]) -> None:
 @app.command("dispatch")
 def dispatch_cmd(warehouse: Warehouse = None) -> None:
     """Send scheduled messages (held for quiet hours or a send window) whose time has come."""
+
     def go() -> int:
         from loyalflow.deliver.dispatch import dispatch
         from loyalflow.runtime import Runtime
@@ -300,6 +304,7 @@ def dispatch_cmd(warehouse: Warehouse = None) -> None:
         summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due"
         console.print(f"dispatched: {summary}")
         return 0
+
     _guarded(go)
 
 
@@ -342,8 +347,6 @@ def demo(
     _guarded(go)
 
 
-
-
 @app.command()
 def ingest(
     provider: Annotated[str, typer.Argument(help="sendgrid, ses or sms.")],
@@ -361,8 +364,9 @@ def ingest(
             body = file.read_bytes()
         except OSError as exc:
             raise LoyalflowError(f"cannot read {file}: {exc.strerror}") from None
-        counts = ingest_events(_settings(warehouse_url=warehouse), provider, body, signature=signature,
-                               timestamp=timestamp)
+        counts = ingest_events(
+            _settings(warehouse_url=warehouse), provider, body, signature=signature, timestamp=timestamp
+        )
         summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no events"
         console.print(f"{provider}: {summary}")
         return 0

@@ -1,0 +1,117 @@
+"""``run(..., workers=N)``: chunks spread over worker processes decide and send exactly what one process does.
+
+Each shape (SQLite with the state apart, and PostgreSQL with ``bigint`` ids and the state apart) is loaded
+twice from one generated warehouse: one copy runs two marketing campaigns (which share the frequency caps)
+in this process, the other with two worker processes. Both must record the same decision for every (customer,
+step) and write the same outbox keys, none twice; a second parallel run sends nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from loyalflow.pipeline import _chunk_counts, plan, run
+from loyalflow.runtime import RunOptions, Runtime
+from loyalflow.settings import Settings
+from loyalflow.state import decisions
+from tests.conftest import IN_CI, PG_URL
+from tests.shapes import AS_OF, NOW, Frames, Shape, build, warehouse
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMPAIGNS = ("dormant_reactivation", "buying_cycle_nurture")  # marketing: they share the caps
+SHAPES = (Shape("sqlite", "text", "apart"), Shape("postgresql", "integer", "apart"))
+
+
+@pytest.fixture(scope="module")
+def frames() -> Frames:
+    """A small generated warehouse: 3,000 customers with 18 months of orders."""
+    return build(customers=3_000, orders=9_000)
+
+
+@contextlib.contextmanager
+def runtime(shape: Shape, frames: Frames, workdir: Path) -> Iterator[Runtime]:
+    """A fresh load of ``shape`` and a runtime on it with small chunks (many per campaign)."""
+    try:
+        with contextlib.chdir(workdir.parent), warehouse(shape, frames, workdir / "db") as loaded:
+            rt = Runtime(
+                Settings(
+                    home=ROOT,
+                    warehouse_url=loaded.warehouse_url,
+                    state_url=loaded.state_url,
+                    outbox_dir=workdir / "outbox",
+                    work_url=str(workdir / "work"),
+                    secret_key="workers-test-secret-key-0123456789-0123456789",
+                    chunk_size=150,
+                    outbox_eml="none",
+                )
+            )
+            try:
+                yield rt
+            finally:
+                rt.warehouse.dispose()
+                rt.state.dispose()
+    except sa.exc.OperationalError as exc:
+        if shape.engine != "postgresql" or IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+
+
+def decided(rt: Runtime, campaign: str, run_id: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """(step, customer) -> (outcome, reason) of one run."""
+    stmt = sa.select(
+        decisions.c.step, decisions.c.customer_id, decisions.c.outcome, decisions.c.reason
+    ).where(decisions.c.campaign == campaign, decisions.c.run_id == run_id)
+    with rt.state.connect() as conn:
+        return {(s, c): (o, r) for s, c, o, r in conn.execute(stmt)}
+
+
+def outbox_keys(rt: Runtime) -> list[str]:
+    """Every idempotency key in the outbox, in file order (duplicates kept)."""
+    return [
+        json.loads(line)["idempotency_key"]
+        for path in sorted(rt.settings.outbox_dir.rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)
+def test_two_workers_send_what_one_process_sends(shape: Shape, frames: Frames, tmp_path: Path) -> None:
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    for folder in (one_dir, two_dir):
+        folder.mkdir()
+    with runtime(shape, frames, one_dir) as one, runtime(shape, frames, two_dir) as two:
+        for campaign in CAMPAIGNS:
+            opts = RunOptions(AS_OF, f"run-{campaign}", now=NOW)
+            alone = run(one, campaign, opts)
+            chunks: list[int] = []
+            spread = run(
+                two, campaign, opts, progress=lambda _, total, __, seen=chunks: seen.append(total), workers=2
+            )
+            assert alone == spread, campaign
+            assert alone.get("sent", 0) > 50, f"{campaign} sent too little: {alone}"
+            assert chunks and chunks[0] >= 3, f"{campaign}: too few chunks to spread: {chunks}"
+            assert decided(one, campaign, opts.run_id) == decided(two, campaign, opts.run_id)
+        keys = outbox_keys(two)
+        assert sorted(keys) == sorted(outbox_keys(one))
+        assert len(keys) == len(set(keys)), "a key was written twice"
+        for campaign in CAMPAIGNS:
+            again = run(two, campaign, RunOptions(AS_OF, f"again-{campaign}", now=NOW), workers=2)
+            assert again.get("sent", 0) == 0, again
+        assert outbox_keys(two) == keys
+
+
+def test_a_failing_chunk_fails_the_run_with_its_own_error(frames: Frames, tmp_path: Path) -> None:
+    """A chunk that fails in a worker raises its own error in the caller, as it does in one process."""
+    with runtime(SHAPES[0], frames, tmp_path) as rt:
+        campaign = rt.campaign("thank_you")
+        opts = RunOptions(AS_OF, "broken", now=NOW)
+        chunks = [*plan(rt, campaign, opts), str(tmp_path / "work" / "gone.parquet")]
+        for workers in (1, 2):
+            with pytest.raises(FileNotFoundError, match="gone.parquet"):
+                list(_chunk_counts(rt, campaign, chunks, opts, workers))

@@ -1,12 +1,16 @@
-"""Bulk inserts into loyalflow's tables: PostgreSQL ``COPY`` through psycopg2, else one ``executemany``."""
+"""Bulk writes into loyalflow's tables: PostgreSQL ``COPY`` through psycopg2, else one ``executemany``
+(on SQLite through the driver's cursor, see :func:`execute_many`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
-from typing import Any
+from collections.abc import Callable
+from itertools import repeat
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 
 def _field(value: Any) -> str:
@@ -22,12 +26,73 @@ def _field(value: Any) -> str:
     return '"' + str(value).replace('"', '""') + '"'
 
 
+def _processed(process: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """``process`` applied to each value, once per distinct value (dates and times repeat a lot)."""
+    try:
+        done = {value: process(value) for value in set(values)}
+    except TypeError:  # an unhashable value (a JSON document): no memo
+        return [process(value) for value in values]
+    return [done[value] for value in values]
+
+
+def execute_many(conn: sa.Connection, stmt: sa.Insert | sa.Update, rows: list[dict[str, Any]]) -> int:
+    """Run an INSERT or UPDATE once per row (dicts with the same keys) inside the caller's transaction;
+    return the number of rows it affected.
+
+    On SQLite the statement is compiled once and the rows go to the driver's ``executemany`` as
+    positional tuples, each value through its column type's bind processor as SQLAlchemy would (so
+    the stored values are the same), computed once per distinct value of a column. Statements this
+    path cannot run exactly (Python-side column defaults, RETURNING) and other databases go through
+    ``conn.execute`` (psycopg2's batched executemany).
+    """
+    if not rows:
+        return 0
+    dialect = conn.dialect
+    if dialect.name != "sqlite" or dialect.driver != "pysqlite":
+        return int(conn.execute(stmt, rows).rowcount)
+    keys = list(rows[0])
+    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=keys))
+    positions = compiled.positiontup
+    if (
+        not positions
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or compiled.effective_returning
+        or compiled.escaped_bind_names
+        or compiled.post_compile_params
+        or not all(callable(p) for p in compiled._bind_processors.values())
+    ):
+        return int(conn.execute(stmt, rows).rowcount)
+    present = set(keys)
+    processors = cast(dict[str, Callable[[Any], Any]], compiled._bind_processors)
+    columns: list[Any] = []
+    for name in positions:
+        process = processors.get(name)
+        if name in present:
+            values = [row[name] for row in rows]
+            columns.append(_processed(process, values) if process else values)
+        else:  # a value given in the statement itself (``.values(updated_at=now)``)
+            value = compiled.binds[name].effective_value
+            columns.append(repeat(process(value) if process else value, len(rows)))
+    params = list(zip(*columns, strict=True))
+    if not conn.in_transaction():
+        conn.begin()  # as conn.execute would (autobegin)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(compiled.string, params)
+        return int(cursor.rowcount)
+    except dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(compiled.string, params, exc, dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()
+
+
 def insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts with the same keys) into ``table`` inside the caller's transaction."""
     if not rows:
         return
     if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg2":
-        conn.execute(table.insert(), rows)
+        execute_many(conn, table.insert(), rows)
         return
     names = list(rows[0])
     buf = io.StringIO()

@@ -6,12 +6,13 @@ import datetime as dt
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from loyalflow.state import ledger
+from loyalflow.state import bulk, ledger
 from loyalflow.warehouse import ID_BATCH
 
 COUNTED = ("claimed", "scheduled", "sent", "unknown")  # went, will go, or may have gone out
@@ -77,18 +78,23 @@ def _insert(engine: sa.Engine) -> Any:
 def claim(engine: sa.Engine, rows: list[dict]) -> set[str]:
     """Claim keys for sending; return the keys this caller won (a concurrent copy gets none of them).
 
-    New keys are inserted (``ON CONFLICT DO NOTHING``); ``released`` rows are taken over one by one
-    with ``UPDATE ... WHERE status = 'released'``, which only one concurrent caller can match.
+    PostgreSQL: new keys are inserted (``ON CONFLICT DO NOTHING RETURNING``); ``released`` rows are
+    taken over one by one with ``UPDATE ... WHERE status = 'released'``, which only one concurrent
+    caller can match. SQLite: the database write lock is taken first, so the keys read as absent or
+    ``released`` stay so until commit: those are inserted and taken over in one executemany each.
     """
     if not rows:
         return set()
     now = _utcnow()
-    won: set[str] = set()
-    rows = sorted(rows, key=lambda r: r["idempotency_key"])  # one lock order for every caller
-    batch = [{**r, "status": "claimed", "claimed_at": now, "updated_at": now, "error": None} for r in rows]
-    # one cached statement, executed for many rows (SQLAlchemy's insertmanyvalues batches it)
-    stmt = _insert(engine).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    rows = sorted(rows, key=itemgetter("idempotency_key"))  # one lock order for every caller
+    claimed = {"status": "claimed", "claimed_at": now, "updated_at": now, "error": None}
+    batch = [{**r, **claimed} for r in rows]
     with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            return _claim_locked(conn, batch, now)
+        won: set[str] = set()
+        # one cached statement, executed for many rows (SQLAlchemy's insertmanyvalues batches it)
+        stmt = _insert(engine).on_conflict_do_nothing(index_elements=["idempotency_key"])
         won.update(r[0] for r in conn.execute(stmt.returning(ledger.c.idempotency_key), batch))
         lost = [r for r in batch if r["idempotency_key"] not in won]
         known = statuses(conn, [r["idempotency_key"] for r in lost])
@@ -98,6 +104,43 @@ def claim(engine: sa.Engine, rows: list[dict]) -> set[str]:
     return won
 
 
+def _claim_locked(conn: sa.Connection, batch: list[dict], now: dt.datetime) -> set[str]:
+    """SQLite's claim: under the write lock (held to commit) no other caller can insert or take over."""
+    conn.execute(sa.update(ledger).where(sa.false()).values(status="claimed"))  # the write lock, now
+    known = statuses(conn, [r["idempotency_key"] for r in batch])
+    fresh: dict[str, dict] = {}
+    released: dict[str, dict] = {}
+    for r in batch:
+        key = r["idempotency_key"]
+        status = known.get(key)
+        if status is None:
+            fresh.setdefault(key, r)
+        elif status == RELEASED:
+            released.setdefault(key, r)
+    bulk.execute_many(conn, sa.insert(ledger), list(fresh.values()))
+    if released:
+        stmt = (
+            sa.update(ledger)
+            .where(ledger.c.idempotency_key == sa.bindparam("k"), ledger.c.status == RELEASED)
+            .values(
+                status="claimed",
+                provider=sa.bindparam("p"),
+                run_id=sa.bindparam("r"),
+                send_at=sa.bindparam("t", type_=ledger.c.send_at.type),
+                provider_message_id=None,
+                error=None,
+                claimed_at=now,
+                updated_at=now,
+            )
+        )
+        params = [
+            {"k": k, "p": r["provider"], "r": r["run_id"], "t": r.get("send_at")} for k, r in released.items()
+        ]
+        if bulk.execute_many(conn, stmt, params) != len(params):
+            raise RuntimeError("ledger rows changed under the write lock")  # cannot happen on SQLite
+    return fresh.keys() | released.keys()
+
+
 def mark_bundled(engine: sa.Engine, rows: list[dict]) -> None:
     """Record the other anchors of claimed messages as handled (status ``bundled``), once each."""
     if not rows:
@@ -105,7 +148,9 @@ def mark_bundled(engine: sa.Engine, rows: list[dict]) -> None:
     now = _utcnow()
     batch = [{**r, "status": BUNDLED, "claimed_at": now, "updated_at": now} for r in rows]
     with engine.begin() as conn:
-        conn.execute(_insert(engine).on_conflict_do_nothing(index_elements=["idempotency_key"]), batch)
+        bulk.execute_many(
+            conn, _insert(engine).on_conflict_do_nothing(index_elements=["idempotency_key"]), batch
+        )
 
 
 def _take_over(conn: sa.Connection, row: dict, now: dt.datetime) -> bool:
@@ -142,6 +187,8 @@ def expire_stale_claims(engine: sa.Engine, lease_seconds: float, campaign: str |
 
 def record(engine: sa.Engine, results: list[tuple[str, str, str | None, str | None]]) -> None:
     """Store send outcomes as (key, status, provider_message_id, error)."""
+    if not results:
+        return
     now = _utcnow()
     stmt = (
         sa.update(ledger)
@@ -154,5 +201,4 @@ def record(engine: sa.Engine, results: list[tuple[str, str, str | None, str | No
         )
     )
     with engine.begin() as conn:
-        if results:
-            conn.execute(stmt, [{"k": k, "s": s, "m": m, "e": e} for k, s, m, e in results])
+        bulk.execute_many(conn, stmt, [{"k": k, "s": s, "m": m, "e": e} for k, s, m, e in results])

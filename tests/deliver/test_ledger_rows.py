@@ -1,0 +1,82 @@
+"""The ledger rows claim, take-over, record and mark_bundled leave behind (SQLite and PostgreSQL alike)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from loyalflow.deliver import ledger
+from loyalflow.state import ensure_schema
+from loyalflow.state import ledger as table
+from tests.delivery_helpers import AS_OF
+
+SEND_AT = dt.datetime(2026, 11, 20, 15, 30, 0, 250000)
+
+
+def row(key: str, run_id: str = "r1", provider: str = "sendgrid", send_at: dt.datetime | None = None) -> dict:
+    return {
+        "idempotency_key": key,
+        "campaign": "thank_you",
+        "step": "thanks",
+        "customer_id": key.upper(),
+        "anchor_id": "O1",
+        "channel": "email",
+        "category": "relationship",
+        "provider": provider,
+        "run_id": run_id,
+        "as_of": AS_OF,
+        "send_at": send_at,
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[sa.Engine]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else sqlite_url
+    engine = sa.create_engine(url)
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def _rows(engine: sa.Engine) -> dict[str, dict]:
+    with engine.connect() as conn:
+        return {r.idempotency_key: r._asdict() for r in conn.execute(sa.select(table))}
+
+
+def test_claim_record_take_over_and_bundle_store_every_field(state: sa.Engine) -> None:
+    assert ledger.claim(state, [row("b", send_at=SEND_AT), row("a"), row("b", send_at=SEND_AT)]) == {"a", "b"}
+    got = _rows(state)
+    assert set(got) == {"a", "b"}
+    b = got["b"]
+    assert (b["status"], b["provider"], b["run_id"], b["send_at"], b["as_of"]) == (
+        "claimed", "sendgrid", "r1", SEND_AT, AS_OF
+    )  # fmt: skip
+    assert b["claimed_at"] == b["updated_at"] and isinstance(b["claimed_at"], dt.datetime)
+    assert b["error"] is None and b["provider_message_id"] is None and got["a"]["send_at"] is None
+
+    ledger.record(state, [("a", "sent", "m-ä'1", None), ("b", "released", None, 'said "no"')])
+    got = _rows(state)
+    assert (got["a"]["status"], got["a"]["provider_message_id"], got["a"]["error"]) == ("sent", "m-ä'1", None)
+    assert (got["b"]["status"], got["b"]["error"]) == ("released", 'said "no"')
+
+    later = SEND_AT + dt.timedelta(days=1)
+    again = [row("a", "r2"), row("b", "r2", "outbox", later), row("c", "r2")]
+    assert ledger.claim(state, again) == {"b", "c"}
+    got = _rows(state)
+    b = got["b"]
+    assert (b["status"], b["provider"], b["run_id"], b["send_at"], b["error"], b["provider_message_id"]) == (
+        "claimed", "outbox", "r2", later, None, None
+    )  # fmt: skip
+    assert b["claimed_at"] == b["updated_at"] and b["claimed_at"] >= got["a"]["claimed_at"]
+    assert got["a"]["run_id"] == "r1" and got["a"]["status"] == "sent"
+
+    ledger.mark_bundled(state, [{**row("d", "r2"), "anchor_id": "O2"}, {**row("a", "r3"), "anchor_id": "O9"}])
+    got = _rows(state)
+    assert (got["d"]["status"], got["d"]["anchor_id"], got["d"]["error"]) == ("bundled", "O2", None)
+    assert (got["a"]["status"], got["a"]["anchor_id"]) == ("sent", "O1")  # an existing key is left alone
+    ledger.record(state, [])
+    ledger.mark_bundled(state, [])
+    assert ledger.claim(state, []) == set()

@@ -11,7 +11,7 @@ from functools import lru_cache
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from loyalflow.state import referral_codes
+from loyalflow.state import bulk, referral_codes
 from loyalflow.warehouse import ID_BATCH
 
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32
@@ -88,7 +88,7 @@ def remember(
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     rows = [{"customer_id": c, "code": code, "created_at": now} for c, code in sorted(codes.items())]
     with engine.begin() as conn:
-        conn.execute(insert.on_conflict_do_nothing(), rows)
+        bulk.execute_many(conn, insert.on_conflict_do_nothing(), rows)
 
 
 def customer_for(engine: sa.Engine, code: str) -> str | None:

@@ -134,6 +134,22 @@ def rows_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str) -> 
     return out
 
 
+def dicts_by_ids(
+    engine: sa.Engine, table: str, ids: list[str], columns: str = "*"
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Like :func:`read_by_ids`, as (column names, one dict per row) with the driver's values (NULL is
+    ``None``), without a DataFrame."""
+    stmt = _by_ids(table, columns)
+    names: list[str] = []
+    out: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        for start in range(0, len(ids), ID_BATCH) or [0]:  # no ids: one empty query still names columns
+            result = conn.execute(stmt, {"ids": ids[start : start + ID_BATCH]})
+            names = list(result.keys())
+            out.extend(dict(zip(names, row, strict=True)) for row in result)
+    return names, out
+
+
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame rows as dicts with missing values as ``None`` (Python scalars, Timestamps for times)."""
     columns = [str(c) for c in frame.columns]

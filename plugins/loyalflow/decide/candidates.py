@@ -18,7 +18,7 @@ from loyalflow.deliver.channels import Message
 from loyalflow.errors import SegmentError
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.spec import Campaign, Step
-from loyalflow.warehouse import CUSTOMER_COLUMNS, read_by_ids, records
+from loyalflow.warehouse import CUSTOMER_COLUMNS, dicts_by_ids, records
 
 
 @dataclass
@@ -38,12 +38,13 @@ class Candidate:
 
 def load_customers(engine: sa.Engine, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Customer rows by id, checked for the contract columns."""
-    frame = read_by_ids(engine, "customers", ids)
-    missing = [c for c in CUSTOMER_COLUMNS if c not in frame.columns]
+    columns, rows = dicts_by_ids(engine, "customers", ids)
+    missing = [c for c in CUSTOMER_COLUMNS if c not in columns]
     if missing:
         raise SegmentError(f"warehouse table customers is missing column(s): {', '.join(missing)}")
-    frame["customer_id"] = frame["customer_id"].astype(str)
-    return {r["customer_id"]: r for r in records(frame)}
+    for row in rows:
+        row["customer_id"] = str(row["customer_id"])
+    return {r["customer_id"]: r for r in rows}
 
 
 def _suppressed(
@@ -94,14 +95,26 @@ def bundles(
     every anchor's row as ``items``. Steps on days before ``not_before`` (recorded as before the campaign
     started) and rows with an exit reason (recorded as exited) stand alone, never inside a bundle."""
     groups: dict[tuple[str, str, dt.date], tuple[Step, list[dict[str, Any]]]] = {}
+    known: dict[tuple[Any, ...], list[tuple[Step, dt.date]]] = {}  # steps depend on the anchor's day only
     for row in rows:
-        for step, day in due_steps(campaign, row["anchor_at"], as_of, row.get("step"), row.get("_pause")):
+        when = (row["anchor_at"].date(), row.get("step"), row.get("_pause"))
+        if when not in known:
+            known[when] = due_steps(campaign, row["anchor_at"], as_of, when[1], when[2])
+        for step, day in known[when]:
             alone = (not_before is not None and day < not_before) or bool(row.get("exit_reason"))
             slot = (str(row["customer_id"]), step.id if not alone else f"{step.id}|{row['anchor_id']}", day)
             groups.setdefault(slot, (step, []))[1].append(row)
+    # the rows share the segment's columns: strip private ("_") keys only where there are any
+    private = bool(rows) and any(k.startswith("_") for k in rows[0])
+
+    def public(row: dict[str, Any]) -> dict[str, Any]:
+        if private or "_pause" in row:
+            return {k: v for k, v in row.items() if not k.startswith("_")}
+        return row
+
     out = []
     for (_, _, day), (step, members) in groups.items():
-        items = [{k: v for k, v in m.items() if not k.startswith("_")} for m in members]
+        items = [public(m) for m in members]
         out.append((step, day, [{**members[0], "items": items}, *members[1:]]))
     return out
 

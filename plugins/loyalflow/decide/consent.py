@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
@@ -26,8 +26,7 @@ SOURCES = ("preference_centre", "one_click", "sms_keyword", "complaint", "admin"
 WAREHOUSE = "warehouse"
 
 
-@dataclass(frozen=True)
-class Consent:
+class Consent(NamedTuple):
     """One consent row: the evidence behind a yes or no for a customer and channel."""
 
     opted_in: bool
@@ -50,15 +49,15 @@ class Consent:
 
 def moment(value: Any) -> dt.datetime | None:
     """A timestamp as naive UTC (datetime, pandas Timestamp or ISO string); None when unknown."""
-    if value is None or value != value:  # None or NaN/NaT
-        return None
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
+    elif value is None or value != value:  # None or NaN/NaT
+        return None
+    elif hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time())
     if not isinstance(value, dt.datetime):
@@ -66,24 +65,36 @@ def moment(value: Any) -> dt.datetime | None:
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
+Dated = tuple[dt.datetime | None, int, Consent]  # (moment, arrival order, row)
+
+
 @dataclass
 class ConsentBook:
     """Every consent row of some customers, from both sources, oldest first per customer and channel."""
 
-    rows: dict[tuple[str, str], list[tuple[dt.datetime | None, int, Consent]]]
+    rows: dict[tuple[str, str], list[Dated]]
+    _seen: dict[tuple[str, str, tuple[str, ...], dt.datetime | None], Consent | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def latest(
         self, customer_id: str, channel: str, scopes: Iterable[str] = ("all",), at: dt.datetime | None = None
     ) -> Consent | None:
-        """The row that decides at moment ``at`` for these scopes (no row: no consent, explicit opt-in)."""
-        allowed = set(scopes)
+        """The row that decides at moment ``at`` for these scopes (no row: no consent, explicit opt-in).
+
+        Answers are remembered: the rows of a book never change (a new row makes a new book)."""
+        scopes = tuple(scopes)
+        memo = (str(customer_id), channel, scopes, at)
+        if memo in self._seen:
+            return self._seen[memo]
         found: Consent | None = None
-        for when, _, row in self.rows.get((str(customer_id), channel), []):
-            if row.scope not in allowed or (at is not None and when is not None and when > at):
+        for when, _, row in self.rows.get(memo[:2], ()):
+            if row.scope not in scopes or (at is not None and when is not None and when > at):
                 continue  # another scope, or recorded after the moment: did not exist yet
             if row.until is not None and at is not None and row.until <= at:
                 continue  # a pause that has ended
             found = row
+        self._seen[memo] = found
         return found
 
     def channels(
@@ -98,29 +109,43 @@ class ConsentBook:
         return out
 
 
+def _order(dated: Dated) -> tuple[bool, dt.datetime, int]:
+    return dated[0] is not None, dated[0] or dt.datetime.min, dated[1]
+
+
 def _book(items: Iterable[tuple[str, str, dt.datetime | None, Consent]]) -> ConsentBook:
-    rows: dict[tuple[str, str], list[tuple[dt.datetime | None, int, Consent]]] = {}
+    rows: dict[tuple[str, str], list[Dated]] = {}
     for i, (cid, channel, when, row) in enumerate(items):
         rows.setdefault((cid, channel), []).append((when, i, row))
     for bucket in rows.values():  # undated rows count as the oldest; ties go to the later row
-        bucket.sort(key=lambda t: (t[0] is not None, t[0] or dt.datetime.min, t[1]))
+        if len(bucket) > 1:
+            bucket.sort(key=_order)
     return ConsentBook(rows)
+
+
+def _warehouse_items(
+    rows: Iterable[Sequence[Any]],
+) -> Iterator[tuple[str, str, dt.datetime | None, Consent]]:
+    """(customer_id, channel, opted_in, source, consented_at) rows of ``channel_preferences``."""
+    for cid, channel, opted_in, source, consented_at in rows:
+        yield str(cid), str(channel), moment(consented_at), Consent(bool(opted_in), source, consented_at)
 
 
 def book_from_rows(
     warehouse_rows: Iterable[Mapping[Any, Any]], ledger_rows: list[dict[str, Any]] | None = None
 ) -> ConsentBook:
     """A book from ``channel_preferences`` rows and ``loyalflow_consent`` rows (as mappings)."""
-    items = [
-        (
-            str(r["customer_id"]),
-            str(r["channel"]),
-            moment(r.get("consented_at")),
-            Consent(bool(r["opted_in"]), r.get("source"), r.get("consented_at")),
+    items = list(
+        _warehouse_items(
+            (r["customer_id"], r["channel"], r["opted_in"], r.get("source"), r.get("consented_at"))
+            for r in warehouse_rows
         )
-        for r in warehouse_rows
-    ]
-    items += [
+    )
+    return _book(items + _ledger_items(ledger_rows or []))
+
+
+def _ledger_items(rows: list[dict[str, Any]]) -> list[tuple[str, str, dt.datetime | None, Consent]]:
+    return [
         (
             str(r["customer_id"]),
             str(r["channel"]),
@@ -134,9 +159,8 @@ def book_from_rows(
                 moment(r.get("until")),
             ),
         )
-        for r in ledger_rows or []
+        for r in rows
     ]
-    return _book(items)
 
 
 def effective(warehouse: sa.Engine, state: sa.Engine, customer_ids: list[str]) -> ConsentBook:
@@ -144,7 +168,8 @@ def effective(warehouse: sa.Engine, state: sa.Engine, customer_ids: list[str]) -
     prefs = rows_by_ids(
         warehouse, "channel_preferences", customer_ids, "customer_id, channel, opted_in, source, consented_at"
     )
-    return book_from_rows([r._mapping for r in prefs], ledger_rows(state, customer_ids))
+    items = list(_warehouse_items(prefs))
+    return _book(items + _ledger_items(ledger_rows(state, customer_ids)))
 
 
 def ledger_rows(state: sa.Engine, customer_ids: list[str]) -> list[dict[str, Any]]:

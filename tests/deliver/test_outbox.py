@@ -64,3 +64,57 @@ def test_a_number_keeps_the_first_n_per_step_across_sends(tmp_path: Path, batche
         start += size
     assert _eml_keys(tmp_path) == {f"{step}-{i}" for step in ("thanks", "referrer") for i in range(3)}
     assert len((tmp_path / "thank_you" / "email.jsonl").read_text().splitlines()) == 14
+
+
+def _reference_line(msg: Message) -> str:
+    """The line as the outbox has always written it (the contract fields, json.dumps, no ASCII escapes)."""
+    record: dict[str, object] = {
+        "campaign": msg.campaign,
+        "step": msg.step,
+        "customer_id": msg.customer_id,
+        "channel": msg.channel,
+        "to": msg.to,
+        "text": msg.text,
+        "send_at": msg.send_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "idempotency_key": msg.idempotency_key,
+    }
+    if msg.channel == "email":
+        record.update(subject=msg.subject, html=msg.html, headers=msg.headers)
+    if msg.test:
+        record["test"] = True
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def test_lines_are_byte_identical_to_the_reference_for_a_mixed_batch(tmp_path: Path) -> None:
+    times = [
+        dt.datetime(2026, 11, 20, 15),
+        dt.datetime(2026, 11, 20, 15, 0, 0, 999999),
+        dt.datetime(2027, 1, 2, 3, 4, 5),
+    ]
+    batch = [
+        Message(
+            idempotency_key=f"k{i}",
+            campaign=("thank_you", "winback")[i % 2],
+            step="thanks",
+            customer_id=str(i),
+            channel=("email", "sms", "email")[i % 3],
+            to=f"guest{i}@example.com" if i % 3 != 1 else "+4915112345678",
+            text=f'Hi "Zoë" 日本 ✓ \\ {i}\nline two\t</script>',
+            send_at=times[i % 3],
+            category="marketing",
+            subject="Thank you, Zoë" if i % 3 != 1 else None,
+            html=f"<p>Hi {i} &amp; ✓</p>" if i % 3 == 0 else None,
+            sender="Harbor & Pine <hello@example.com>",
+            headers={"List-Unsubscribe": f"<https://x.example/u/{i}>"} if i % 3 != 1 else {},
+            test=i == 4,
+        )
+        for i in range(12)
+    ]
+    OutboxChannel(tmp_path, "none").send(batch[:7])
+    OutboxChannel(tmp_path, "none").send(batch[7:])
+    files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jsonl")}
+    assert files == {f"{c}/{k}.jsonl" for c in ("thank_you", "winback") for k in ("email", "sms")}
+    for name in files:
+        campaign, kind = name.removesuffix(".jsonl").split("/")
+        expected = "".join(_reference_line(m) for m in batch if (m.campaign, m.channel) == (campaign, kind))
+        assert (tmp_path / name).read_text(encoding="utf-8") == expected

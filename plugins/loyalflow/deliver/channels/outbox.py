@@ -13,9 +13,16 @@ from pathlib import Path
 
 from loyalflow.deliver.channels.base import Message, SendResult
 
+_SEND_AT = "%Y-%m-%dT%H:%M:%SZ"
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(record, ensure_ascii=False) runs
+
 
 def outbox_record(msg: Message) -> dict:
     """The outbox contract fields (docs/architecture.md §2) for one message."""
+    return _record(msg, msg.send_at.strftime(_SEND_AT))
+
+
+def _record(msg: Message, send_at: str) -> dict:
     record: dict[str, object] = {
         "campaign": msg.campaign,
         "step": msg.step,
@@ -23,7 +30,7 @@ def outbox_record(msg: Message) -> dict:
         "channel": msg.channel,
         "to": msg.to,
         "text": msg.text,
-        "send_at": msg.send_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "send_at": send_at,
         "idempotency_key": msg.idempotency_key,
     }
     if msg.channel == "email":
@@ -31,6 +38,23 @@ def outbox_record(msg: Message) -> dict:
     if msg.test:
         record["test"] = True
     return record
+
+
+def jsonl(messages: list[Message]) -> str:
+    """The outbox lines of ``messages`` (``outbox_record`` as JSON), send_at formatted once per value."""
+    stamps: dict[dt.datetime, str] = {}
+    lines = []
+    for msg in messages:
+        at = msg.send_at
+        if at.tzinfo is None:  # naive (UTC): equal values format alike
+            stamp = stamps.get(at)
+            if stamp is None:
+                stamp = stamps[at] = at.strftime(_SEND_AT)
+        else:
+            stamp = at.strftime(_SEND_AT)
+        lines.append(_encode(_record(msg, stamp)))
+    lines.append("")
+    return "\n".join(lines)
 
 
 def _header(value: str) -> str:
@@ -76,12 +100,17 @@ class OutboxChannel:
 
     def send(self, messages: list[Message]) -> list[SendResult]:
         """Append the messages in one write per file, and their ``.eml`` files as ``eml`` says."""
-        by_file: dict[Path, list[Message]] = {}
+        by_file: dict[tuple[str, str], list[Message]] = {}
         for msg in messages:
-            by_file.setdefault(self.folder / msg.campaign / f"{msg.channel}.jsonl", []).append(msg)
-        for path, batch in by_file.items():
+            key = (msg.campaign, msg.channel)
+            batch = by_file.get(key)
+            if batch is None:
+                batch = by_file[key] = []
+            batch.append(msg)
+        for (campaign, channel), batch in by_file.items():
+            path = self.folder / campaign / f"{channel}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
-            lines = "".join(json.dumps(outbox_record(m), ensure_ascii=False) + "\n" for m in batch)
+            lines = jsonl(batch)
             with path.open("a", encoding="utf-8") as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)  # also serialises the .eml counters of this campaign
                 if path.stem == "email":

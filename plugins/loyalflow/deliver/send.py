@@ -81,23 +81,24 @@ def claim(
     rt: Runtime, campaign: Campaign, batch: list[Candidate], kind: str, channel: Channel, opts: RunOptions
 ) -> list[Candidate]:
     """Claim the batch's keys in the ledger (and record bundled anchors); return the candidates won."""
-    won = ledger.claim(
-        rt.state, [_row(campaign, c, kind, channel, opts) for c in batch if c.customer is not None]
-    )
+    claimable = [(c, _row(campaign, c, kind, channel, opts)) for c in batch if c.customer is not None]
+    won = ledger.claim(rt.state, [row for _, row in claimable])
     ledger.mark_bundled(
         rt.state,
         [
             {**base, "idempotency_key": key, "anchor_id": anchor}
-            for c in batch
-            if c.key in won and c.customer is not None
-            for base in [_row(campaign, c, kind, channel, opts)]
+            for c, base in claimable
+            if c.bundled and c.key in won
             for key, anchor in c.bundled
         ],
     )
+    mine = []
     for c in batch:
-        if c.key not in won:
+        if c.key in won:
+            mine.append(c)
+        else:
             c.decision, c.outcome = Decision("already_sent", kind, detail="claimed by another run"), "skipped"
-    return [c for c in batch if c.key in won]
+    return mine
 
 
 def schedule_later(rt: Runtime, mine: list[Candidate], kind: str, channel: Channel) -> list[Candidate]:
@@ -143,8 +144,12 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
             c.outcome = "dry_run"
         return
     ready = confirm_caps(rt, campaign, within_limit(rt, campaign, ready, opts))
+    by_kind: dict[str | None, list[Candidate]] = {}
+    for c in ready:
+        if c.customer is not None:
+            by_kind.setdefault(c.decision.channel, []).append(c)
     for kind in campaign.channels:
-        batch = [c for c in ready if c.decision.channel == kind and c.customer is not None]
+        batch = by_kind.get(kind)
         if batch:
             channel = rt.channel(kind)
             mine = claim(rt, campaign, batch, kind, channel, opts)

@@ -135,8 +135,15 @@ def candidates(
     customers = load_customers(rt.warehouse, ids)
     policy = Policy.for_campaign(rt.settings, campaign)
 
+    keys: dict[tuple[str, int], str] = {}  # (step, id of the row) -> key: each is hashed once
+
     def key(step: Step, row: dict[str, Any]) -> str:
-        return ledger.idempotency_key(campaign.id, step.id, str(row["customer_id"]), str(row["anchor_id"]))
+        slot = (step.id, id(row))
+        if slot not in keys:
+            keys[slot] = ledger.idempotency_key(
+                campaign.id, step.id, str(row["customer_id"]), str(row["anchor_id"])
+            )
+        return keys[slot]
 
     with rt.state.connect() as conn:
         known = ledger.statuses(conn, [key(step, m) for step, _, members in due for m in members])
@@ -188,8 +195,8 @@ def candidates(
     # Marketing: one cap book for the chunk, its customers locked while their slots are decided (a dry run
     # checks without reserving). The earliest slot day is the day before the send time (time zones).
     since = (opts.send_time - dt.timedelta(days=1)).date()
-    keys = [key(step, members[0]) for step, _, members in due]
-    with caps.reserving(rt.state, ids, keys, since, commit=not opts.dry_run) as cap_book:
+    leads = [key(step, members[0]) for step, _, members in due]
+    with caps.reserving(rt.state, ids, leads, since, commit=not opts.dry_run) as cap_book:
 
         def reserve(customer_id: str, cap_key: str, day: dt.date) -> str | None:
             return cap_book.reserve(

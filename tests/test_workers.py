@@ -9,13 +9,16 @@ step) and write the same outbox keys, none twice; a second parallel run sends no
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from loyalflow import pipeline
 from loyalflow.pipeline import _chunk_counts, plan, run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
@@ -115,3 +118,28 @@ def test_a_failing_chunk_fails_the_run_with_its_own_error(frames: Frames, tmp_pa
         for workers in (1, 2):
             with pytest.raises(FileNotFoundError, match="gone.parquet"):
                 list(_chunk_counts(rt, campaign, chunks, opts, workers))
+
+
+def test_a_chunk_leaves_the_collector_as_it_found_it(
+    frames: Frames, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """process_chunk freezes the objects older than the chunk while it runs, and unfreezes them after,
+    also when the chunk fails (else they would never be collected again)."""
+    with runtime(SHAPES[0], frames, tmp_path) as rt:
+        campaign = rt.campaign("dormant_reactivation")
+        opts = RunOptions(AS_OF, "gc", now=NOW)
+        chunks = plan(rt, campaign, opts)
+        assert gc.get_freeze_count() == 0
+        seen: list[int] = []
+        real_candidates = pipeline.candidates
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            seen.append(gc.get_freeze_count())
+            return real_candidates(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "candidates", spy)
+        assert sum(pipeline.process_chunk(rt, campaign, chunks[0], opts).values()) > 0
+        with pytest.raises(FileNotFoundError):
+            pipeline.process_chunk(rt, campaign, str(tmp_path / "gone.parquet"), opts)
+        assert seen and seen[0] > 10_000, seen  # modules, engines, templates: frozen during the chunk
+        assert gc.get_freeze_count() == 0

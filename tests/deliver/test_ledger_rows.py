@@ -80,3 +80,14 @@ def test_claim_record_take_over_and_bundle_store_every_field(state: sa.Engine) -
     ledger.record(state, [])
     ledger.mark_bundled(state, [])
     assert ledger.claim(state, []) == set()
+
+
+def test_statuses_of_more_keys_than_one_query_takes(state: sa.Engine) -> None:
+    keys = [f"k{i:05d}" for i in range(2 * 900 + 7)]
+    assert ledger.claim(state, [row(k) for k in keys[::2]]) == set(keys[::2])
+    ledger.record(state, [(k, "released", None, None) for k in keys[::4]])
+    with state.connect() as conn:
+        got = ledger.statuses(conn, keys)
+        assert ledger.statuses(conn, []) == {}
+    assert got == {k: "released" if i % 4 == 0 else "claimed" for i, k in enumerate(keys) if i % 2 == 0}
+    assert ledger.claim(state, [row(k, "r2") for k in keys]) == set(keys[1::2]) | set(keys[::4])

@@ -4,7 +4,11 @@ Measures, in one run: one compiled bare Jinja template (the practical limit), lo
 render, a naive baseline (a fresh Jinja environment and CSS inlining per message, row by row) on a
 sample, and the whole pipeline (segment → chunks → eligibility → render → ledger → outbox JSONL, ``.eml``
 off) for every customer of a generated warehouse at each size (default 100,000 and 1,000,000 customers,
-about 3 orders each). Each pipeline size runs in its own process, so its peak RSS is its own.
+about 3 orders each). Each pipeline size runs in its own process, with its chunks in ``--workers``
+processes (default one per core, as ``loyalflow run --workers`` and Airflow's mapped tasks run them);
+its peak RSS is that process's plus every worker's (an upper bound), and its CPU seconds are summed over
+all of them. The render figures are per core, so ``pipeline_vs_render`` compares the whole machine's
+pipeline with one core's rendering; the per-core ratio is printed beside it.
 
 Prints figures only; nothing here asserts a time. The last line is the summary:
 ``bench: customers=N wall_s=X msgs_per_s=Y pipeline_vs_render=R email_vs_jinja=E linear=L peak_rss_mb=M``.
@@ -297,6 +301,9 @@ def main() -> None:
         for name, value in figures.items():
             print(f"  {name:38s} {value:14,.2f}")
         print(f"  pipeline vs full email render:           {figures['msgs_per_s'] / email_rate:.2f}x")
+        per_core = _rate(int(figures["sent"]), figures["cpu_s"])
+        ratio = per_core / email_rate
+        print(f"  per core (messages per CPU second):      {per_core:,.0f}/s, {ratio:.2f}x the render")
         print(f"  pipeline vs the naive baseline:          {figures['msgs_per_s'] / naive:.1f}x")
     small, big = runs[0], runs[-1]
     per_message = [r["wall_s"] / max(r["sent"], 1) for r in (small, big)]

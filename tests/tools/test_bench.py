@@ -1,10 +1,13 @@
-"""The benchmark's render part runs on the shipped templates (a smoke test, no timing asserted)."""
+"""``make bench``'s parts run on the shipped templates and a generated warehouse (smoke tests: no timing
+is asserted)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from loyalflow.runtime import Runtime
 from loyalflow.settings import Settings
-from tools.bench_pipeline import bench_render
+from tools.bench_pipeline import bench_pipeline, bench_render
 
 
 def test_bench_render_renders_every_kind(settings: Settings) -> None:
@@ -16,3 +19,14 @@ def test_bench_render_renders_every_kind(settings: Settings) -> None:
         "loyalflow_sms_message_per_s",
     }
     assert all(rate > 0 for rate in rates.values())
+
+
+def test_bench_pipeline_runs_every_customer_on_two_workers(tmp_path: Path) -> None:
+    """The pipeline stage as ``make bench`` runs it (child processes, two chunk workers), on 2,000
+    customers: everyone decided, most sent, a rerun sends nothing, CPU and memory summed over workers."""
+    figures = bench_pipeline(2_000, tmp_path / "n2000", workers=2, rerun=True)
+    assert figures["audience"] == 2_000
+    assert 1_000 < figures["sent"] <= 2_000
+    assert figures["rerun_sent"] == 0
+    assert figures["workers"] == 2 and figures["cpu_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert figures["msgs_per_s"] == figures["sent"] / figures["wall_s"]

@@ -26,8 +26,13 @@ AUTH = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"
 
 
 def _mail(i: int = 0, key: str | None = None) -> Mail:
-    mail = Mail(from_email="shop@example.com", to_emails=f"user{i}@example.com", subject="Welcome back",
-                plain_text_content="hello", html_content="<p>hello</p>")
+    mail = Mail(
+        from_email="shop@example.com",
+        to_emails=f"user{i}@example.com",
+        subject="Welcome back",
+        plain_text_content="hello",
+        html_content="<p>hello</p>",
+    )
     if key is not None:
         mail.custom_arg = CustomArg("idempotency_key", key)
     return mail
@@ -50,8 +55,14 @@ class Raw:
     def __init__(self, sg: SendGridStandin) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", sg.port, timeout=5)
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         self.conn.request(method, path, body=data, headers=AUTH if headers is None else headers)
         resp = self.conn.getresponse()
@@ -87,8 +98,9 @@ def test_url_is_loopback_with_ephemeral_port(sg: SendGridStandin) -> None:
     assert sg.url == f"http://127.0.0.1:{sg.port}" and sg.port > 0
 
 
-def test_sendgrid_client_send_is_accepted_and_recorded(sg: SendGridStandin,
-                                                        client: SendGridAPIClient) -> None:
+def test_sendgrid_client_send_is_accepted_and_recorded(
+    sg: SendGridStandin, client: SendGridAPIClient
+) -> None:
     resp = client.send(_mail(1, key="k-1"))
     assert resp.status_code == 202
     assert resp.body == b""
@@ -114,10 +126,16 @@ def test_custom_args_are_merged_per_personalization(sg: SendGridStandin, raw: Ra
         custom_args={"campaign": "top", "tenant": "t1"},
         personalizations=[
             {"to": [{"email": "a@example.com"}], "custom_args": {"idempotency_key": "a", "campaign": "p"}},
-            {"to": [{"email": "b@example.com"}], "cc": [{"email": "c@example.com"}],
-             "custom_args": {"idempotency_key": "b"}, "subject": "B"},
+            {
+                "to": [{"email": "b@example.com"}],
+                "cc": [{"email": "c@example.com"}],
+                "custom_args": {"idempotency_key": "b"},
+                "subject": "B",
+            },
         ],
-        categories=["welcome"], headers={"X-Top": "1"}, asm={"group_id": 42},
+        categories=["welcome"],
+        headers={"X-Top": "1"},
+        asm={"group_id": 42},
     )
     status, headers, _ = raw.send(body)
     assert status == 202
@@ -194,16 +212,24 @@ INVALID = {
     "personalizations empty": (_payload(personalizations=[]), "personalizations"),
     "personalizations > 1000": (
         _payload(personalizations=[{"to": [{"email": f"u{i}@example.com"}]} for i in range(1001)]),
-        "personalizations"),
+        "personalizations",
+    ),
     "recipients > 1000": (
-        _payload(personalizations=[{"to": [{"email": f"u{i}-{j}@example.com"} for j in range(501)]}
-                                   for i in range(2)]), "personalizations"),
+        _payload(
+            personalizations=[
+                {"to": [{"email": f"u{i}-{j}@example.com"} for j in range(501)]} for i in range(2)
+            ]
+        ),
+        "personalizations",
+    ),
     "to missing": (_payload(personalizations=[{"subject": "x"}]), "personalizations.0.to"),
     "to empty": (_with_personalization(to=[]), "personalizations.0.to"),
     "to bad email": (_with_personalization(to=[{"email": "not-an-email"}]), "personalizations.0.to.0.email"),
     "to no email": (_with_personalization(to=[{"name": "x"}]), "personalizations.0.to.0.email"),
-    "cc duplicate of to": (_with_personalization(cc=[{"email": "USER@example.com"}]),
-                           "personalizations.0.cc.0.email"),
+    "cc duplicate of to": (
+        _with_personalization(cc=[{"email": "USER@example.com"}]),
+        "personalizations.0.cc.0.email",
+    ),
     "from missing": (_without("from"), "from.email"),
     "from bad": (_payload(**{"from": {"email": "nope"}}), "from.email"),
     "subject missing": (_without("subject"), "subject"),
@@ -214,20 +240,28 @@ INVALID = {
     "content empty value": (_payload(content=[{"type": "text/plain", "value": ""}]), "content.0.value"),
     "html before plain": (
         _payload(content=[{"type": "text/html", "value": "<p>x</p>"}, {"type": "text/plain", "value": "x"}]),
-        "content"),
+        "content",
+    ),
     "custom_args non-string": (_payload(custom_args={"n": 1}), "custom_args"),
-    "personalization custom_args non-string": (_with_personalization(custom_args={"n": True}),
-                                               "personalizations.0.custom_args"),
+    "personalization custom_args non-string": (
+        _with_personalization(custom_args={"n": True}),
+        "personalizations.0.custom_args",
+    ),
     "custom_args too big": (_payload(custom_args={"blob": "x" * 10_000}), "custom_args"),
     "custom_args combined too big": (
-        _payload(custom_args={"a": "x" * 5_000},
-                 personalizations=[{"to": [{"email": "u@example.com"}], "custom_args": {"b": "y" * 5_000}}]),
-        "personalizations.0.custom_args"),
+        _payload(
+            custom_args={"a": "x" * 5_000},
+            personalizations=[{"to": [{"email": "u@example.com"}], "custom_args": {"b": "y" * 5_000}}],
+        ),
+        "personalizations.0.custom_args",
+    ),
     "send_at beyond 72h": (_payload(send_at=FAR_FUTURE), "send_at"),
     "send_at not int": (_payload(send_at="tomorrow"), "send_at"),
     "send_at float": (_payload(send_at=float(int(time.time()))), "send_at"),
-    "personalization send_at beyond 72h": (_with_personalization(send_at=FAR_FUTURE),
-                                           "personalizations.0.send_at"),
+    "personalization send_at beyond 72h": (
+        _with_personalization(send_at=FAR_FUTURE),
+        "personalizations.0.send_at",
+    ),
     "categories > 10": (_payload(categories=[f"c{i}" for i in range(11)]), "categories"),
     "categories non-string": (_payload(categories=["ok", 3]), "categories"),
     "asm group_id string": (_payload(asm={"group_id": "42"}), "asm.group_id"),
@@ -251,8 +285,9 @@ def test_invalid_json_is_400(sg: SendGridStandin, raw: Raw) -> None:
     assert sg.accepted == []
 
 
-def test_validation_errors_surface_through_sendgrid_client(sg: SendGridStandin,
-                                                          client: SendGridAPIClient) -> None:
+def test_validation_errors_surface_through_sendgrid_client(
+    sg: SendGridStandin, client: SendGridAPIClient
+) -> None:
     with pytest.raises(HTTPError) as info:
         client.client.mail.send.post(request_body=_payload(send_at=FAR_FUTURE))
     assert info.value.status_code == 400
@@ -296,7 +331,8 @@ def test_5xx_injection(sg: SendGridStandin, raw: Raw, setting: str, status: int)
 
 
 def test_drop_after_accept_records_but_client_sees_connection_error(
-        sg: SendGridStandin, client: SendGridAPIClient) -> None:
+    sg: SendGridStandin, client: SendGridAPIClient
+) -> None:
     sg.set_faults(drop_after_accept_every=1)
     with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
         client.send(_mail(7, key="ambiguous"))
@@ -328,8 +364,12 @@ def test_token_bucket_rate_limit(sg: SendGridStandin, raw: Raw) -> None:
 
 def test_random_faults_are_reproducible_with_seed() -> None:
     def run() -> list[int | str]:
-        with SendGridStandin(api_key=API_KEY, fail_rate=0.5, seed=1234,
-                             fail_kinds=("rate_limit", "unavailable", "server_error")) as standin:
+        with SendGridStandin(
+            api_key=API_KEY,
+            fail_rate=0.5,
+            seed=1234,
+            fail_kinds=("rate_limit", "unavailable", "server_error"),
+        ) as standin:
             r = Raw(standin)
             out: list[int | str] = [r.send(_payload())[0] for _ in range(30)]
             r.conn.close()
@@ -425,9 +465,20 @@ def test_clean_shutdown_leaves_no_threads_even_with_idle_keep_alive() -> None:
 def test_cli_runs_as_separate_process(tmp_path: Path) -> None:
     plugins = Path(__file__).resolve().parents[2] / "plugins"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.sendgrid_standin", "--port", "0", "--api-key", "SG.cli",
-         "--server-error-every", "2"],
-        stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
+        [
+            sys.executable,
+            "-m",
+            "tools.sendgrid_standin",
+            "--port",
+            "0",
+            "--api-key",
+            "SG.cli",
+            "--server-error-every",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
     )
     try:
         assert proc.stdout is not None

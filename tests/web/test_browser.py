@@ -58,6 +58,8 @@ def test_opting_out_of_email_in_the_browser_is_honoured_by_the_next_run(
 
 def test_unsubscribe_link_confirms_in_the_browser(served: Settings, shop: Shop, browser: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
     cid = shop.customer(channels=("email",))
@@ -67,7 +69,8 @@ def test_unsubscribe_link_confirms_in_the_browser(served: Settings, shop: Shop, 
     link = mail["headers"]["List-Unsubscribe"].strip("<>")
     driver.get(link)
     driver.find_element(By.ID, "unsubscribe").click()
-    assert driver.find_element(By.ID, "done")
+    # the click submits a form: wait for the next page instead of racing it
+    assert WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "done")))
     later = DAY + dt.timedelta(days=1)
     shop.order(cid, later)
     thank(served, later)

@@ -13,7 +13,6 @@ from loyalflow.deliver import ledger
 from loyalflow.pipeline import plan, process_chunk
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
-from loyalflow.state import ensure_schema
 from tests.delivery_helpers import AS_OF, buyers, ledger_states, sendgrid_standin, use_provider
 from tests.factories import Shop
 from tools.sendgrid_standin import SendGridStandin
@@ -33,15 +32,6 @@ def row(key: str, run_id: str = "r1") -> dict:
         "as_of": AS_OF,
         "send_at": None,
     }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[sa.Engine]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else sqlite_url
-    engine = sa.create_engine(url, connect_args={"timeout": 60} if request.param == "sqlite" else {})
-    ensure_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_claim_takes_over_released_rows_only(state: sa.Engine) -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 import sqlalchemy as sa
 
 from loyalflow.deliver import ledger
-from loyalflow.state import ensure_schema
 from loyalflow.state import ledger as table
 from tests.delivery_helpers import AS_OF
 
@@ -30,15 +27,6 @@ def row(key: str, run_id: str = "r1", provider: str = "sendgrid", send_at: dt.da
         "as_of": AS_OF,
         "send_at": send_at,
     }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[sa.Engine]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else sqlite_url
-    engine = sa.create_engine(url)
-    ensure_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def _rows(engine: sa.Engine) -> dict[str, dict]:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 import sqlalchemy as sa
 
 from loyalflow.deliver import ledger
 from loyalflow.deliver.reconcile import reconcile, record_delivery_events
-from loyalflow.state import ensure_schema
 from tests.deliver.test_ledger_claims import row
 from tests.delivery_helpers import ledger_states
 
 NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(
-        request.getfixturevalue("pg_url") if request.param == "postgresql" else sqlite_url
-    )
-    ensure_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def event(key: str, event_type: str, provider: str = "sendgrid", n: int = 0) -> dict:

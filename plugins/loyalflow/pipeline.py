@@ -103,10 +103,11 @@ def settle(rt: Runtime, campaign: Campaign) -> None:
     reconcile(rt.state, rt.settings.event_window_seconds, campaign.id)
 
 
-def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
+def plan(rt: Runtime, campaign: Campaign, opts: RunOptions, max_chunks: int | None = None) -> list[str]:
     """Materialise the audience into chunk files and check the templates against sample rows.
 
     A real run records the campaign's activation; a state-entry campaign admits its entries here.
+    ``max_chunks`` (default: the ``max_chunks`` setting) bounds the number of chunks.
     """
     open_channels(rt, campaign, opts)
     settle(rt, campaign)
@@ -120,6 +121,7 @@ def plan(rt: Runtime, campaign: Campaign, opts: RunOptions) -> list[str]:
         rt.settings.chunk_size,
         segment_params(rt, campaign),
         admit=Admission(rt.state, campaign, opts) if campaign.entry == "state" else None,
+        max_chunks=max_chunks or rt.settings.max_chunks,
     )
     check_sample(rt, campaign, read_chunk(chunks[0]) if chunks else pd.DataFrame(), opts.as_of)
     if not chunks:

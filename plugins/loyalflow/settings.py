@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     secret_key_previous: str | None = None  # the key before a rotation: its links still verify
     public_url: str = "http://localhost:8080/loyalflow"
     chunk_size: int = 2000
+    # most chunks (mapped send_chunk tasks) per run, as Airflow's [core] max_map_length allows: a larger
+    # audience gets larger chunks (loyalflow.audience.segments.within)
+    max_chunks: PositiveInt = 1024
     default_timezone: str = "UTC"
     # delivery through real providers (connections, rate limits, retries, reconciliation)
     sendgrid_conn_id: str = "sendgrid_default"

@@ -71,3 +71,16 @@ def test_loyalflow_run_spreads_chunks_over_workers(
     assert again.exit_code == 0 and "sent 0" in again.output, again.output
     assert len(outbox_lines(settings)) == 5
     assert invoke_run(settings, "thank_you", "--workers", "0").exit_code == 2  # at least one
+
+
+def test_a_run_never_has_more_chunks_than_max_chunks(
+    settings: Settings, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOYALFLOW_CHUNK_SIZE", "2")
+    monkeypatch.setenv("LOYALFLOW_MAX_CHUNKS", "3")  # as Airflow's [core] max_map_length would
+    for _ in range(7):  # 4 chunks of 2 customers: the last two are joined
+        shop.order(shop.customer(), dt.datetime(2026, 11, 20, 10))
+    result = invoke_run(settings, "thank_you")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"thank_you: 3/3 chunk\(s\), 7 message\(s\) decided in .*, sent 7", result.output)
+    assert len({line["idempotency_key"] for line in outbox_lines(settings)}) == 7

@@ -155,9 +155,12 @@ def build_dag(campaign: Campaign) -> DAG:
                         )
                     context["ti"].xcom_push(key="test_sends", value=rows)
                     return []
+                from airflow.sdk import conf
+
                 from loyalflow.pipeline import plan as plan_run
 
-                chunks = plan_run(rt, campaign, opts)
+                mappable = conf.getint("core", "max_map_length", fallback=1024)
+                chunks = plan_run(rt, campaign, opts, min(rt.settings.max_chunks, mappable))
                 log.info(
                     "campaign %s: %d audience chunk(s) of up to %d customers for %s",
                     campaign.id,

@@ -133,9 +133,12 @@ def materialise(
     chunk_size: int,
     extra: dict[str, Any] | None = None,
     admit: Admit | None = None,
+    max_chunks: int = 1024,
 ) -> list[str]:
     """Write the audience once per run as Parquet chunks and return their URLs (reused on retry).
 
+    A run has at most ``max_chunks`` chunks (Airflow maps one task per chunk, up to its
+    ``[core] max_map_length``): see :func:`within`.
     ``admit`` rewrites each chunk before it is written (state entry: anchors on the entry day) and
     finishes before the manifest is written, so a retry that reuses the chunks does not admit again.
     """
@@ -147,7 +150,8 @@ def materialise(
             return list(json.load(fh)["chunks"])
     fs.makedirs(root, exist_ok=True)
     chunks: list[str] = []
-    for frame in read_segment(engine, campaign, as_of, chunk_size, extra):
+    frames = read_segment(engine, campaign, as_of, chunk_size, extra)
+    for frame in within(frames, max_chunks, f"{campaign.segment_path} at {chunk_size:,} rows per chunk"):
         if admit is not None and (frame := admit(frame)).empty:
             continue
         path = f"{root}/chunk-{len(chunks):05d}.parquet"
@@ -161,6 +165,35 @@ def materialise(
             {"campaign": campaign.id, "as_of": as_of.isoformat(), "run_id": run_id, "chunks": chunks}, fh
         )
     return chunks
+
+
+def within(frames: Iterator[pd.DataFrame], max_chunks: int, what: str) -> Iterator[pd.DataFrame]:
+    """Join consecutive frames so that an audience of any size fits in ``max_chunks`` chunks.
+
+    The first half of the chunks hold one frame each, the next quarter two, the next eighth four, and so
+    on: a small audience keeps the configured chunk size, a large one gets fewer, larger chunks instead
+    of a failing run. Frames hold whole customers, so joined chunks do too. An audience that needs more
+    (about ``max_chunks / 2 * log2(max_chunks)`` frames) raises :class:`SegmentError` naming ``what``.
+    """
+    if max_chunks < 1:
+        raise ValueError(f"max_chunks must be at least 1, got {max_chunks}")
+    room, per, left = max_chunks, 1, max(1, max_chunks // 2)  # chunks still allowed; frames per chunk
+    batch: list[pd.DataFrame] = []
+    for frame in frames:
+        if room == 0:
+            raise SegmentError(
+                f"{what}: the audience needs more than {max_chunks} chunks; raise LOYALFLOW_CHUNK_SIZE "
+                "(or LOYALFLOW_MAX_CHUNKS with Airflow's [core] max_map_length)"
+            )
+        batch.append(frame)
+        if len(batch) < per:
+            continue
+        yield batch[0] if per == 1 else pd.concat(batch, ignore_index=True)
+        batch, room, left = [], room - 1, left - 1
+        if left == 0:
+            per, left = per * 2, max(1, room // 2)
+    if batch:
+        yield pd.concat(batch, ignore_index=True)
 
 
 def discard(work_url: str, campaign_id: str, run_id: str) -> None:

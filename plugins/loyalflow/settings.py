@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     secret_key: str = "dev-only-change-me"  # noqa: S105
     secret_key_previous: str | None = None  # the key before a rotation: its links still verify
     public_url: str = "http://localhost:8080/loyalflow"
-    chunk_size: int = 2000
+    chunk_size: PositiveInt = 10_000  # customers per chunk (one mapped send_chunk task); see docs/deploy.md
     # most chunks (mapped send_chunk tasks) per run, as Airflow's [core] max_map_length allows: a larger
     # audience gets larger chunks (loyalflow.audience.segments.within)
     max_chunks: PositiveInt = 1024

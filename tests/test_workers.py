@@ -123,18 +123,22 @@ def test_a_failing_chunk_fails_the_run_with_its_own_error(frames: Frames, tmp_pa
 def test_a_chunk_leaves_the_collector_as_it_found_it(
     frames: Frames, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """process_chunk freezes the objects older than the chunk while it runs, and unfreezes them after,
-    also when the chunk fails (else they would never be collected again)."""
+    """process_chunk freezes the objects older than the chunk and collects young objects only while it
+    runs; it unfreezes them and restores the thresholds after, also when the chunk fails (else they
+    would never be collected again)."""
     with runtime(SHAPES[0], frames, tmp_path) as rt:
         campaign = rt.campaign("dormant_reactivation")
         opts = RunOptions(AS_OF, "gc", now=NOW)
         chunks = plan(rt, campaign, opts)
         assert gc.get_freeze_count() == 0
+        thresholds = gc.get_threshold()
         seen: list[int] = []
+        during: list[tuple[int, int, int]] = []
         real_candidates = pipeline.candidates
 
         def spy(*args: Any, **kwargs: Any) -> Any:
             seen.append(gc.get_freeze_count())
+            during.append(gc.get_threshold())
             return real_candidates(*args, **kwargs)
 
         monkeypatch.setattr(pipeline, "candidates", spy)
@@ -142,4 +146,5 @@ def test_a_chunk_leaves_the_collector_as_it_found_it(
         with pytest.raises(FileNotFoundError):
             pipeline.process_chunk(rt, campaign, str(tmp_path / "gone.parquet"), opts)
         assert seen and seen[0] > 10_000, seen  # modules, engines, templates: frozen during the chunk
-        assert gc.get_freeze_count() == 0
+        assert during[0] == pipeline.YOUNG_ONLY != thresholds
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds

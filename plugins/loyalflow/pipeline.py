@@ -134,18 +134,26 @@ def plan(rt: Runtime, campaign: Campaign, opts: RunOptions, max_chunks: int | No
     return chunks
 
 
+YOUNG_ONLY = (10_000, 50, 1_000_000_000)  # collector thresholds during a chunk: no full collection
+
+
 @contextmanager
 def _collector_spared() -> Iterator[None]:
-    """Keep Python's cyclic collector off what existed before the chunk (modules, engines, templates).
+    """Keep Python's cyclic collector to young objects while a chunk runs.
 
-    A chunk makes millions of short-lived objects; each full collection they trigger would scan every
-    long-lived object again (measured: 16% of a chunk's CPU). Frozen objects are only exempt until the
-    chunk ends, so garbage among them is still collected later.
+    A chunk makes millions of objects. Full collections would scan every long-lived object again
+    (modules, engines, templates: frozen here) and, as the chunk's own objects pile up, those too: at
+    10,000 customers a chunk they took 14% of its CPU. During the chunk only the young generations are
+    collected, which still frees short-lived cycles; the thresholds and the frozen objects are restored
+    when the chunk ends, so garbage among them is collected later.
     """
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(*YOUNG_ONLY)
     try:
         yield
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 

@@ -36,6 +36,20 @@ class RunOptions:
         return self.now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def own_journal(engine: sa.Engine) -> None:
+    """Write-ahead logging for loyalflow's own SQLite state file (never a customer's warehouse file).
+
+    Chunk workers then read while another commits, instead of waiting for its lock (1M customers,
+    two workers: 102 s -> 93 s). The mode stays with the file; commits are as durable as before. The
+    file, its ``-wal`` and ``-shm`` files belong together: back them up with ``sqlite3 .backup``.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or "mode=memory" in database:
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
 @dataclass
 class Runtime:
     """Settings plus the connections and compiled templates a run needs (built once per process)."""
@@ -55,8 +69,17 @@ class Runtime:
 
     @cached_property
     def state(self) -> sa.Engine:
-        """loyalflow's own tables: the warehouse unless a separate ``state_url`` is set."""
-        engine = engine_for(self.settings.state_url) if self.settings.state_url else self.warehouse
+        """loyalflow's own tables: the warehouse unless a separate ``state_url`` is set.
+
+        A separate SQLite state database is switched to write-ahead logging (see :func:`own_journal`).
+        """
+        s = self.settings
+        if not s.state_url:
+            engine = self.warehouse
+        else:
+            engine = engine_for(s.state_url)
+            if s.warehouse_conn_id is None and engine is not engine_for(s.warehouse_url):
+                own_journal(engine)
         ensure_schema(engine)
         return engine
 

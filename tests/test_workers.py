@@ -148,3 +148,16 @@ def test_a_chunk_leaves_the_collector_as_it_found_it(
         assert seen and seen[0] > 10_000, seen  # modules, engines, templates: frozen during the chunk
         assert during[0] == pipeline.YOUNG_ONLY != thresholds
         assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
+
+
+def test_overlapping_chunks_restore_the_collector_when_the_last_one_ends() -> None:
+    """Airflow or a test may run two chunks in threads of one process: the first to end must not undo
+    the settings of the one still running, nor leave them behind."""
+    thresholds = gc.get_threshold()
+    first, second = pipeline._collector_spared(), pipeline._collector_spared()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == pipeline.YOUNG_ONLY and gc.get_freeze_count() > 0  # the second still runs
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == thresholds != pipeline.YOUNG_ONLY and gc.get_freeze_count() == 0

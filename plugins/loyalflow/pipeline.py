@@ -10,6 +10,7 @@ import datetime as dt
 import gc
 import logging
 import multiprocessing
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -137,24 +138,41 @@ def plan(rt: Runtime, campaign: Campaign, opts: RunOptions, max_chunks: int | No
 YOUNG_ONLY = (10_000, 50, 1_000_000_000)  # collector thresholds during a chunk: no full collection
 
 
-@contextmanager
-def _collector_spared() -> Iterator[None]:
-    """Keep Python's cyclic collector to young objects while a chunk runs.
+class _CollectorSpared:
+    """Keep Python's cyclic collector to young objects while chunks run (see :func:`process_chunk`).
 
     A chunk makes millions of objects. Full collections would scan every long-lived object again
     (modules, engines, templates: frozen here) and, as the chunk's own objects pile up, those too: at
-    10,000 customers a chunk they took 14% of its CPU. During the chunk only the young generations are
-    collected, which still frees short-lived cycles; the thresholds and the frozen objects are restored
-    when the chunk ends, so garbage among them is collected later.
+    10,000 customers a chunk they took 14% of its CPU. During a chunk only the young generations are
+    collected, which still frees short-lived cycles. Chunks may overlap in threads of one process: the
+    first to start freezes and sets the thresholds, the last to end restores them and unfreezes, so
+    garbage among the frozen objects is collected later.
     """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(*YOUNG_ONLY)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._thresholds = gc.get_threshold()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if not self._running:
+                self._thresholds = gc.get_threshold()
+                gc.freeze()
+                gc.set_threshold(*YOUNG_ONLY)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if not self._running:
+                    gc.set_threshold(*self._thresholds)
+                    gc.unfreeze()
+
+
+_collector_spared = _CollectorSpared()
 
 
 def process_chunk(rt: Runtime, campaign: Campaign, chunk_url: str, opts: RunOptions) -> dict[str, int]:

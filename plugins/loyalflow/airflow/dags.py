@@ -159,13 +159,14 @@ def build_dag(campaign: Campaign) -> DAG:
 
                 from loyalflow.pipeline import plan as plan_run
 
-                mappable = conf.getint("core", "max_map_length", fallback=1024)
-                chunks = plan_run(rt, campaign, opts, min(rt.settings.max_chunks, mappable))
+                most = min(rt.settings.max_chunks, conf.getint("core", "max_map_length", fallback=1024))
+                chunks = plan_run(rt, campaign, opts, most)
                 log.info(
-                    "campaign %s: %d audience chunk(s) of up to %d customers for %s",
+                    "campaign %s: %d audience chunk(s) of %d customers (larger past %d chunks) for %s",
                     campaign.id,
                     len(chunks),
                     rt.settings.chunk_size,
+                    most // 2,
                     opts.as_of,
                 )
                 return chunks

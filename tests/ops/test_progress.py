@@ -78,7 +78,7 @@ def test_a_run_never_has_more_chunks_than_max_chunks(
 ) -> None:
     monkeypatch.setenv("LOYALFLOW_CHUNK_SIZE", "2")
     monkeypatch.setenv("LOYALFLOW_MAX_CHUNKS", "3")  # as Airflow's [core] max_map_length would
-    for _ in range(7):  # 4 chunks of 2 customers: the last two are joined
+    for _ in range(7):  # 4 frames of up to 2 customers: the second and third become one chunk
         shop.order(shop.customer(), dt.datetime(2026, 11, 20, 10))
     result = invoke_run(settings, "thank_you")
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ def test_a_separate_sqlite_state_file_uses_wal_and_the_warehouse_keeps_its_journ
     warehouse_file = Path(sa.make_url(settings.warehouse_url).database or "")
     assert _mode(state_file) == "wal"
     assert _mode(warehouse_file) == "delete"
-    with rt.state.begin() as conn:  # and it works as before: tables at head, writes commit
+    with rt.state.begin() as conn:  # and it works as before: its tables are there, at head
         conn.exec_driver_sql("SELECT count(*) FROM loyalflow_ledger").scalar_one()
 
 

@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loyalflow.deliver.channels.base import Message
-from loyalflow.deliver.channels.outbox import OutboxChannel
+from loyalflow.deliver.channels.outbox import OutboxChannel, jsonl
 
 
 def _emails(step: str, start: int, count: int) -> list[Message]:
@@ -118,3 +120,56 @@ def test_lines_are_byte_identical_to_the_reference_for_a_mixed_batch(tmp_path: P
         campaign, kind = name.removesuffix(".jsonl").split("/")
         expected = "".join(_reference_line(m) for m in batch if (m.campaign, m.channel) == (campaign, kind))
         assert (tmp_path / name).read_text(encoding="utf-8") == expected
+
+
+def _contract(msg: Message) -> dict[str, object]:
+    """The outbox record as the contract (docs/architecture.md §2) lists its fields, in that order."""
+    record: dict[str, object] = {
+        "campaign": msg.campaign,
+        "step": msg.step,
+        "customer_id": msg.customer_id,
+        "channel": msg.channel,
+        "to": msg.to,
+        "text": msg.text,
+        "send_at": msg.send_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "idempotency_key": msg.idempotency_key,
+    }
+    if msg.channel == "email":
+        record.update(subject=msg.subject, html=msg.html, headers=msg.headers)
+    if msg.test:
+        record["test"] = True
+    return record
+
+
+_text = st.text(st.characters(exclude_categories=("Cs",)))  # any text a template renders (no lone surrogate)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    channel=st.sampled_from(["email", "sms"]),
+    fields=st.lists(_text, min_size=8, max_size=8),
+    subject=st.none() | _text,
+    headers=st.dictionaries(_text, _text, max_size=3),
+    test=st.booleans(),
+)
+def test_lines_are_the_bytes_json_dumps_writes(
+    channel: str, fields: list[str], subject: str | None, headers: dict[str, str], test: bool
+) -> None:
+    key, campaign, step, customer, to, text, html, _ = fields
+    msg = Message(
+        key,
+        campaign,
+        step,
+        customer,
+        channel,
+        to,
+        text,
+        dt.datetime(2026, 11, 20, 15, 30),
+        "marketing",
+        subject=subject,
+        html=html,
+        headers=headers,
+        test=test,
+    )
+    expected = json.dumps(_contract(msg), ensure_ascii=False).encode()
+    assert jsonl([msg, msg]) == expected + b"\n" + expected + b"\n"

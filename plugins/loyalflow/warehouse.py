@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -113,16 +114,28 @@ def _by_ids(table: str, columns: str) -> sa.TextClause:
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # positional placeholders by paramstyle
 
 
-def _select_by_ids(conn: sa.Connection, table: str, columns: str, ids: list[str]) -> sa.CursorResult[Any]:
-    """One batch of :func:`_by_ids`. With a positional driver (sqlite3, psycopg2) the ``IN`` list is
-    written out and run as driver SQL: SQLAlchemy renders an expanding ``IN`` of 900 binds anew on every
-    execution, which costs more than the query itself."""
+def _select_by_ids(
+    conn: sa.Connection, table: str, columns: str, ids: list[str]
+) -> tuple[list[str], list[Sequence[Any]]]:
+    """One batch of :func:`_by_ids`: (column names, the driver's rows). With a positional driver (sqlite3,
+    psycopg2) the ``IN`` list is written out and run on the driver's cursor: SQLAlchemy renders an
+    expanding ``IN`` of 900 binds anew on every execution and wraps every row, which together cost more
+    than the query. A driver error is raised as SQLAlchemy's, as ``conn.execute`` would."""
     marker = _MARKERS.get(conn.dialect.paramstyle)
     if marker is None or not ids:
-        return conn.execute(_by_ids(table, columns), {"ids": ids})
+        result = conn.execute(_by_ids(table, columns), {"ids": ids})
+        return list(result.keys()), list(result.tuples())
     # table and columns are loyalflow's own constants (contract tables), never input; ids are bound
     sql = f"SELECT {columns} FROM {table} WHERE customer_id IN ({', '.join([marker] * len(ids))})"  # noqa: S608
-    return conn.exec_driver_sql(sql, tuple(ids))
+    params = tuple(ids)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return [d[0] for d in cursor.description], list(cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*") -> pd.DataFrame:
@@ -139,12 +152,12 @@ def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*
     return pd.concat(frames, ignore_index=True)
 
 
-def rows_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str) -> list[sa.Row[Any]]:
+def rows_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str) -> list[Sequence[Any]]:
     """Like :func:`read_by_ids`, as the driver's rows (no DataFrame: for lookups done row by row)."""
-    out: list[sa.Row[Any]] = []
+    out: list[Sequence[Any]] = []
     with engine.connect() as conn:
         for start in range(0, len(ids), ID_BATCH):
-            out.extend(_select_by_ids(conn, table, columns, ids[start : start + ID_BATCH]))
+            out.extend(_select_by_ids(conn, table, columns, ids[start : start + ID_BATCH])[1])
     return out
 
 
@@ -157,9 +170,8 @@ def dicts_by_ids(
     out: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for start in range(0, len(ids), ID_BATCH) or [0]:  # no ids: one empty query still names columns
-            result = _select_by_ids(conn, table, columns, ids[start : start + ID_BATCH])
-            names = list(result.keys())
-            out.extend(dict(zip(names, row, strict=True)) for row in result)
+            names, rows = _select_by_ids(conn, table, columns, ids[start : start + ID_BATCH])
+            out.extend([dict(zip(names, row, strict=True)) for row in rows])
     return names, out
 
 

@@ -114,20 +114,25 @@ def _by_ids(table: str, columns: str) -> sa.TextClause:
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # positional placeholders by paramstyle
 
 
-def _select_by_ids(
-    conn: sa.Connection, table: str, columns: str, ids: list[str]
+def select_in(
+    conn: sa.Connection, table: str, columns: str, column: str, values: list[Any]
 ) -> tuple[list[str], list[Sequence[Any]]]:
-    """One batch of :func:`_by_ids`: (column names, the driver's rows). With a positional driver (sqlite3,
-    psycopg2) the ``IN`` list is written out and run on the driver's cursor: SQLAlchemy renders an
-    expanding ``IN`` of 900 binds anew on every execution and wraps every row, which together cost more
-    than the query. A driver error is raised as SQLAlchemy's, as ``conn.execute`` would."""
+    """``SELECT columns FROM table WHERE column IN values`` (one batch, at most ``ID_BATCH`` values): the
+    column names and the driver's rows, without SQLAlchemy's result processing (so for columns whose
+    driver values are what the caller wants: ids, strings). ``table`` and ``columns`` are SQL written by
+    loyalflow (quoted names), never input; the values are bound.
+
+    With a positional driver (sqlite3, psycopg2) the ``IN`` list is written out and run on the driver's
+    cursor: SQLAlchemy renders an expanding ``IN`` of 900 binds anew on every execution and wraps every
+    row, which together cost more than the query. A driver error is raised as SQLAlchemy's, as
+    ``conn.execute`` would."""
     marker = _MARKERS.get(conn.dialect.paramstyle)
-    if marker is None or not ids:
-        result = conn.execute(_by_ids(table, columns), {"ids": ids})
+    if marker is None or not values:
+        stmt = sa.text(f"SELECT {columns} FROM {table} WHERE {column} IN :values")  # noqa: S608 - as above
+        result = conn.execute(stmt.bindparams(sa.bindparam("values", expanding=True)), {"values": values})
         return list(result.keys()), list(result.tuples())
-    # table and columns are loyalflow's own constants (contract tables), never input; ids are bound
-    sql = f"SELECT {columns} FROM {table} WHERE customer_id IN ({', '.join([marker] * len(ids))})"  # noqa: S608
-    params = tuple(ids)
+    sql = f"SELECT {columns} FROM {table} WHERE {column} IN ({', '.join([marker] * len(values))})"  # noqa: S608
+    params = tuple(values)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)
@@ -136,6 +141,13 @@ def _select_by_ids(
         raise sa.exc.DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) from exc
     finally:
         cursor.close()
+
+
+def _select_by_ids(
+    conn: sa.Connection, table: str, columns: str, ids: list[str]
+) -> tuple[list[str], list[Sequence[Any]]]:
+    # table and columns are loyalflow's own constants (contract tables), never input
+    return select_in(conn, table, columns, "customer_id", ids)
 
 
 def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*") -> pd.DataFrame:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from loyalflow.state import bulk, referral_codes
-from loyalflow.warehouse import ID_BATCH
+from loyalflow.warehouse import ID_BATCH, select_in
 
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32
 _PAIRS = [a + b for a in B32 for b in B32]  # two base32 characters per 10 bits
@@ -43,11 +43,12 @@ def codes_for(engine: sa.Engine, secret: str, customer_ids: Iterable[str]) -> di
     ids = sorted({str(c) for c in customer_ids})
     out: dict[str, str] = {}
     with engine.connect() as conn:
+        table = conn.dialect.identifier_preparer.format_table(referral_codes)
         for start in range(0, len(ids), ID_BATCH):
-            stmt = sa.select(referral_codes.c.customer_id, referral_codes.c.code).where(
-                referral_codes.c.customer_id.in_(ids[start : start + ID_BATCH])
+            _, rows = select_in(
+                conn, table, "customer_id, code", "customer_id", ids[start : start + ID_BATCH]
             )
-            out.update((str(c), code) for c, code in conn.execute(stmt))
+            out.update((str(c), str(code)) for c, code in rows)
         derived = {c: code_for(secret, c) for c in ids if c not in out}
         held = _held(conn, list(derived.values()))
         used = set(out.values()) | held
@@ -64,11 +65,12 @@ def codes_for(engine: sa.Engine, secret: str, customer_ids: Iterable[str]) -> di
 
 def _held(conn: sa.Connection, codes: list[str]) -> set[str]:
     found: set[str] = set()
+    table = conn.dialect.identifier_preparer.format_table(referral_codes)
     for start in range(0, len(codes), ID_BATCH):
-        stmt = sa.select(referral_codes.c.code).where(
-            referral_codes.c.code.in_(codes[start : start + ID_BATCH])
+        found.update(
+            str(code)
+            for (code,) in select_in(conn, table, "code", "code", codes[start : start + ID_BATCH])[1]
         )
-        found.update(conn.execute(stmt).scalars())
     return found
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from loyalflow.state import bulk, ledger
-from loyalflow.warehouse import ID_BATCH
+from loyalflow.warehouse import ID_BATCH, select_in
 
 COUNTED = ("claimed", "scheduled", "sent", "unknown")  # went, will go, or may have gone out
 RELEASED = "released"  # certainly not delivered: free to be claimed again
@@ -33,18 +33,12 @@ def statuses(conn: sa.Connection, keys: Iterable[str]) -> dict[str, str]:
     """The ledger status of each key that has a row (one query per ``ID_BATCH`` keys)."""
     keys = list(keys)
     found: dict[str, str] = {}
-    if conn.dialect.name == "sqlite":  # plain SQL: compiling IN with ID_BATCH binds costs more than the query
-        table = conn.dialect.identifier_preparer.format_table(ledger)
-        select = f"SELECT idempotency_key, status FROM {table} WHERE idempotency_key IN"  # noqa: S608 - quoted name
-        for start in range(0, len(keys), ID_BATCH):
-            part = tuple(keys[start : start + ID_BATCH])
-            found.update(conn.exec_driver_sql(f"{select} ({', '.join('?' * len(part))})", part).all())
-        return found
+    table = conn.dialect.identifier_preparer.format_table(ledger)
     for start in range(0, len(keys), ID_BATCH):
-        stmt = sa.select(ledger.c.idempotency_key, ledger.c.status).where(
-            ledger.c.idempotency_key.in_(keys[start : start + ID_BATCH])
+        _, rows = select_in(
+            conn, table, "idempotency_key, status", "idempotency_key", keys[start : start + ID_BATCH]
         )
-        found.update((k, status) for k, status in conn.execute(stmt))
+        found.update((str(k), str(status)) for k, status in rows)
     return found
 
 

@@ -143,6 +143,14 @@ def select_in(
         cursor.close()
 
 
+def having_rows(conn: sa.Connection, table: sa.Table, column: str, values: list[Any]) -> list[Any]:
+    """The ``values`` (one batch) that ``table`` has a row for in ``column``: a raw lookup before a typed
+    query of a table most customers have no row in (loyalflow's consent changes, answers)."""
+    name = conn.dialect.identifier_preparer.format_table(table)
+    quoted = conn.dialect.identifier_preparer.quote(column)
+    return [row[0] for row in select_in(conn, name, f"DISTINCT {quoted}", quoted, values)[1]]
+
+
 def _select_by_ids(
     conn: sa.Connection, table: str, columns: str, ids: list[str]
 ) -> tuple[list[str], list[Sequence[Any]]]:

@@ -20,7 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from loyalflow.state import consent as ledger
-from loyalflow.warehouse import ID_BATCH, rows_by_ids
+from loyalflow.warehouse import ID_BATCH, having_rows, rows_by_ids
 
 SOURCES = ("preference_centre", "one_click", "sms_keyword", "complaint", "admin", "pause")
 WAREHOUSE = "warehouse"
@@ -177,7 +177,11 @@ def ledger_rows(state: sa.Engine, customer_ids: list[str]) -> list[dict[str, Any
     out: list[dict[str, Any]] = []
     with state.connect() as conn:
         for start in range(0, len(customer_ids), ID_BATCH):
-            batch = [str(c) for c in customer_ids[start : start + ID_BATCH]]
+            batch = having_rows(
+                conn, ledger, "customer_id", [str(c) for c in customer_ids[start : start + ID_BATCH]]
+            )
+            if not batch:
+                continue
             out += [
                 dict(r._mapping)
                 for r in conn.execute(sa.select(ledger).where(ledger.c.customer_id.in_(batch)))

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from loyalflow.spec import Campaign
 from loyalflow.state import responses
-from loyalflow.warehouse import ID_BATCH
+from loyalflow.warehouse import ID_BATCH, having_rows
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ def load_answers(state: sa.Engine, customer_ids: list[str], as_of: dt.date) -> d
     end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
     with state.connect() as conn:
         for start in range(0, len(customer_ids), ID_BATCH):
+            batch = having_rows(conn, responses, "customer_id", customer_ids[start : start + ID_BATCH])
+            if not batch:
+                continue
             rows = conn.execute(
                 sa.select(
                     responses.c.customer_id,
@@ -52,7 +55,7 @@ def load_answers(state: sa.Engine, customer_ids: list[str], as_of: dt.date) -> d
                     responses.c.snooze_until,
                 )
                 .where(
-                    responses.c.customer_id.in_(customer_ids[start : start + ID_BATCH]),
+                    responses.c.customer_id.in_(batch),
                     responses.c.received_at < end,
                 )
                 .order_by(responses.c.received_at, responses.c.id)

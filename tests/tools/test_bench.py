@@ -23,10 +23,13 @@ def test_bench_render_renders_every_kind(settings: Settings) -> None:
 
 def test_bench_pipeline_runs_every_customer_on_two_workers(tmp_path: Path) -> None:
     """The pipeline stage as ``make bench`` runs it (child processes, two chunk workers), on 2,000
-    customers: everyone decided, most sent, a rerun sends nothing, CPU and memory summed over workers."""
-    figures = bench_pipeline(2_000, tmp_path / "n2000", workers=2, rerun=True)
+    customers: everyone decided, most sent, a rerun sends nothing, CPU and memory summed over workers, the
+    render measured around it."""
+    rates = iter([100.0, 300.0])  # the render rate right before and right after the pipeline
+    figures = bench_pipeline(2_000, tmp_path / "n2000", workers=2, rerun=True, render=lambda: next(rates))
     assert figures["audience"] == 2_000
     assert 1_000 < figures["sent"] <= 2_000
     assert figures["rerun_sent"] == 0
     assert figures["workers"] == 2 and figures["cpu_s"] > 0 and figures["peak_rss_mb"] > 0
     assert figures["msgs_per_s"] == figures["sent"] / figures["wall_s"]
+    assert figures["render_per_s_around"] == 200.0  # their mean: what pipeline_vs_render divides by

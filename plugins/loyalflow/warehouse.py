@@ -151,13 +151,6 @@ def having_rows(conn: sa.Connection, table: sa.Table, column: str, values: list[
     return [row[0] for row in select_in(conn, name, f"DISTINCT {quoted}", quoted, values)[1]]
 
 
-def _select_by_ids(
-    conn: sa.Connection, table: str, columns: str, ids: list[str]
-) -> tuple[list[str], list[Sequence[Any]]]:
-    # table and columns are loyalflow's own constants (contract tables), never input
-    return select_in(conn, table, columns, "customer_id", ids)
-
-
 def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*") -> pd.DataFrame:
     """Rows of ``table`` whose customer_id is in ``ids`` (batched bound parameters)."""
     frames: list[pd.DataFrame] = []
@@ -177,7 +170,7 @@ def rows_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str) -> 
     out: list[Sequence[Any]] = []
     with engine.connect() as conn:
         for start in range(0, len(ids), ID_BATCH):
-            out.extend(_select_by_ids(conn, table, columns, ids[start : start + ID_BATCH])[1])
+            out.extend(select_in(conn, table, columns, "customer_id", ids[start : start + ID_BATCH])[1])
     return out
 
 
@@ -190,7 +183,7 @@ def dicts_by_ids(
     out: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for start in range(0, len(ids), ID_BATCH) or [0]:  # no ids: one empty query still names columns
-            names, rows = _select_by_ids(conn, table, columns, ids[start : start + ID_BATCH])
+            names, rows = select_in(conn, table, columns, "customer_id", ids[start : start + ID_BATCH])
             out.extend([dict(zip(names, row, strict=True)) for row in rows])
     return names, out
 

@@ -105,9 +105,9 @@ def engine_for(url: str) -> sa.Engine:
     return engine
 
 
-def _by_ids(table: str, columns: str) -> sa.TextClause:
+def _by_ids(table: str, columns: str, column: str = "customer_id") -> sa.TextClause:
     # table and columns are loyalflow's own constants (contract tables), never input; ids are bound
-    stmt = sa.text(f"SELECT {columns} FROM {table} WHERE customer_id IN :ids")  # noqa: S608
+    stmt = sa.text(f"SELECT {columns} FROM {table} WHERE {column} IN :ids")  # noqa: S608
     return stmt.bindparams(sa.bindparam("ids", expanding=True))
 
 
@@ -115,21 +115,22 @@ _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # positional placeh
 
 
 def select_in(
-    conn: sa.Connection, table: str, columns: str, column: str, values: list[Any]
+    conn: sa.Connection, table: sa.Table | str, columns: str, column: str, values: list[Any]
 ) -> tuple[list[str], list[Sequence[Any]]]:
     """``SELECT columns FROM table WHERE column IN values`` (one batch, at most ``ID_BATCH`` values): the
     column names and the driver's rows, without SQLAlchemy's result processing (so for columns whose
-    driver values are what the caller wants: ids, strings). ``table`` and ``columns`` are SQL written by
-    loyalflow (quoted names), never input; the values are bound.
+    driver values are what the caller wants: ids, strings). ``table`` is one of loyalflow's tables or a
+    contract table's name, ``columns`` SQL written by loyalflow, never input; the values are bound.
 
     With a positional driver (sqlite3, psycopg2) the ``IN`` list is written out and run on the driver's
     cursor: SQLAlchemy renders an expanding ``IN`` of 900 binds anew on every execution and wraps every
     row, which together cost more than the query. A driver error is raised as SQLAlchemy's, as
     ``conn.execute`` would."""
+    if isinstance(table, sa.Table):
+        table = conn.dialect.identifier_preparer.format_table(table)
     marker = _MARKERS.get(conn.dialect.paramstyle)
     if marker is None or not values:
-        stmt = sa.text(f"SELECT {columns} FROM {table} WHERE {column} IN :values")  # noqa: S608 - as above
-        result = conn.execute(stmt.bindparams(sa.bindparam("values", expanding=True)), {"values": values})
+        result = conn.execute(_by_ids(table, columns, column), {"ids": values})
         return list(result.keys()), list(result.tuples())
     sql = f"SELECT {columns} FROM {table} WHERE {column} IN ({', '.join([marker] * len(values))})"  # noqa: S608
     params = tuple(values)
@@ -146,9 +147,8 @@ def select_in(
 def having_rows(conn: sa.Connection, table: sa.Table, column: str, values: list[Any]) -> list[Any]:
     """The ``values`` (one batch) that ``table`` has a row for in ``column``: a raw lookup before a typed
     query of a table most customers have no row in (loyalflow's consent changes, answers)."""
-    name = conn.dialect.identifier_preparer.format_table(table)
     quoted = conn.dialect.identifier_preparer.quote(column)
-    return [row[0] for row in select_in(conn, name, f"DISTINCT {quoted}", quoted, values)[1]]
+    return [row[0] for row in select_in(conn, table, f"DISTINCT {quoted}", quoted, values)[1]]
 
 
 def read_by_ids(engine: sa.Engine, table: str, ids: list[str], columns: str = "*") -> pd.DataFrame:

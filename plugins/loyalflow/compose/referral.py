@@ -43,10 +43,9 @@ def codes_for(engine: sa.Engine, secret: str, customer_ids: Iterable[str]) -> di
     ids = sorted({str(c) for c in customer_ids})
     out: dict[str, str] = {}
     with engine.connect() as conn:
-        table = conn.dialect.identifier_preparer.format_table(referral_codes)
         for start in range(0, len(ids), ID_BATCH):
             _, rows = select_in(
-                conn, table, "customer_id, code", "customer_id", ids[start : start + ID_BATCH]
+                conn, referral_codes, "customer_id, code", "customer_id", ids[start : start + ID_BATCH]
             )
             out.update((str(c), str(code)) for c, code in rows)
         derived = {c: code_for(secret, c) for c in ids if c not in out}
@@ -65,11 +64,10 @@ def codes_for(engine: sa.Engine, secret: str, customer_ids: Iterable[str]) -> di
 
 def _held(conn: sa.Connection, codes: list[str]) -> set[str]:
     found: set[str] = set()
-    table = conn.dialect.identifier_preparer.format_table(referral_codes)
     for start in range(0, len(codes), ID_BATCH):
         found.update(
             str(code)
-            for (code,) in select_in(conn, table, "code", "code", codes[start : start + ID_BATCH])[1]
+            for (code,) in select_in(conn, referral_codes, "code", "code", codes[start : start + ID_BATCH])[1]
         )
     return found
 

@@ -33,10 +33,9 @@ def statuses(conn: sa.Connection, keys: Iterable[str]) -> dict[str, str]:
     """The ledger status of each key that has a row (one query per ``ID_BATCH`` keys)."""
     keys = list(keys)
     found: dict[str, str] = {}
-    table = conn.dialect.identifier_preparer.format_table(ledger)
     for start in range(0, len(keys), ID_BATCH):
         _, rows = select_in(
-            conn, table, "idempotency_key, status", "idempotency_key", keys[start : start + ID_BATCH]
+            conn, ledger, "idempotency_key, status", "idempotency_key", keys[start : start + ID_BATCH]
         )
         found.update((str(k), str(status)) for k, status in rows)
     return found

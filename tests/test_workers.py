@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from loyalflow import pipeline
-from loyalflow.pipeline import _chunk_counts, plan, run
+from loyalflow.pipeline import _chunk_counts, _chunk_pool, plan, run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
 from loyalflow.state import decisions
@@ -116,8 +116,8 @@ def test_a_failing_chunk_fails_the_run_with_its_own_error(frames: Frames, tmp_pa
         opts = RunOptions(AS_OF, "broken", now=NOW)
         chunks = [*plan(rt, campaign, opts), str(tmp_path / "work" / "gone.parquet")]
         for workers in (1, 2):
-            with pytest.raises(FileNotFoundError, match="gone.parquet"):
-                list(_chunk_counts(rt, campaign, chunks, opts, workers))
+            with pytest.raises(FileNotFoundError, match="gone.parquet"), _chunk_pool(rt, workers) as pool:
+                list(_chunk_counts(rt, campaign, chunks, opts, pool))
 
 
 def test_a_chunk_leaves_the_collector_as_it_found_it(

@@ -212,26 +212,42 @@ def _chunk_in_worker(campaign_id: str, chunk_url: str, opts: RunOptions) -> dict
     return process_chunk(_worker, _worker.campaign(campaign_id), chunk_url, opts)
 
 
-def _chunk_counts(
-    rt: Runtime, campaign: Campaign, chunks: list[str], opts: RunOptions, workers: int
-) -> Iterator[dict[str, int]]:
-    """Each chunk's counts as it finishes: in this process, or spread over ``workers`` processes (as
-    Airflow spreads the mapped ``send_chunk`` tasks over its workers; the ledger keeps it exactly once)."""
-    if workers <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            yield process_chunk(rt, campaign, chunk, opts)
+def _warm() -> None:
+    """Nothing: submitting it starts a worker process (its imports and runtime) ahead of the chunks."""
+
+
+@contextmanager
+def _chunk_pool(rt: Runtime, workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """``workers`` chunk processes, started at once so they import while ``plan`` reads the segment
+    (None for one worker: the chunks then run in this process)."""
+    if workers <= 1:
+        yield None
         return
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no engine or lock is inherited
     with ProcessPoolExecutor(
-        min(workers, len(chunks)), mp_context=spawn, initializer=_start_worker, initargs=(rt.settings,)
+        workers, mp_context=spawn, initializer=_start_worker, initargs=(rt.settings,)
     ) as pool:
-        futures = [pool.submit(_chunk_in_worker, campaign.id, c, opts) for c in chunks]
+        for _ in range(workers):  # the pool starts one process per task submitted while none is idle
+            pool.submit(_warm)
         try:
-            for done in as_completed(futures):
-                yield done.result()
-        except BaseException:  # a failed chunk stops the run, as in one process: start no other chunk
+            yield pool
+        except BaseException:  # a failed plan or chunk stops the run: start no other chunk
             pool.shutdown(cancel_futures=True)
             raise
+
+
+def _chunk_counts(
+    rt: Runtime, campaign: Campaign, chunks: list[str], opts: RunOptions, pool: ProcessPoolExecutor | None
+) -> Iterator[dict[str, int]]:
+    """Each chunk's counts as it finishes: in this process, or spread over the pool's processes (as
+    Airflow spreads the mapped ``send_chunk`` tasks over its workers; the ledger keeps it exactly once)."""
+    if pool is None or len(chunks) <= 1:
+        for chunk in chunks:
+            yield process_chunk(rt, campaign, chunk, opts)
+        return
+    futures = [pool.submit(_chunk_in_worker, campaign.id, c, opts) for c in chunks]
+    for done in as_completed(futures):
+        yield done.result()
 
 
 def run(
@@ -244,10 +260,11 @@ def run(
     """The whole pipeline (the CLI path): plan, every chunk (in ``workers`` processes), totals."""
     campaign = rt.campaign(campaign_id)
     totals: Counter[str] = Counter()
-    chunks = plan(rt, campaign, opts)
-    for done, counts in enumerate(_chunk_counts(rt, campaign, chunks, opts, workers), start=1):
-        totals.update(counts)
-        if progress is not None:
-            progress(done, len(chunks), counts)
+    with _chunk_pool(rt, workers) as pool:
+        chunks = plan(rt, campaign, opts)
+        for done, counts in enumerate(_chunk_counts(rt, campaign, chunks, opts, pool), start=1):
+            totals.update(counts)
+            if progress is not None:
+                progress(done, len(chunks), counts)
     discard(rt.settings.work_url, campaign.id, opts.run_id)
     return dict(totals)

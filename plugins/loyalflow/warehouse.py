@@ -75,25 +75,6 @@ def _session_in_utc(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.commit()  # outside any transaction, so a later rollback keeps it
 
 
-SQLITE_MMAP_BYTES = 1 << 30  # per connection, an address-space bound: resident pages are the OS's page cache
-
-
-def _memory_mapped(dbapi_conn: Any, _record: Any) -> None:
-    """Read a SQLite file through a memory map instead of ``read()`` calls into SQLite's own page cache.
-
-    Chunk workers of one run commit in turns, and every commit of another process empties a
-    connection's page cache, so each transaction read its index pages again (the ledger's keys are
-    hashes: random pages). Mapped pages stay shared in the OS's page cache (1M customers, two workers:
-    174 s -> 152 s). Only reads change: SQLite still writes with ``write()``, so a customer's warehouse
-    file is read as before, never written.
-    """
-    cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
-    finally:
-        cursor.close()
-
-
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> sa.Engine:
     """A pooled engine per URL (SQLite gets a busy timeout so concurrent tasks wait, not fail).
@@ -108,7 +89,6 @@ def engine_for(url: str) -> sa.Engine:
             if database and database != ":memory:" and parsed.query.get("uri") != "true":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/ yet
             engine = sa.create_engine(url, connect_args={"timeout": 60})
-            sa.event.listen(engine, "connect", _memory_mapped)
         elif url.startswith("postgresql+psycopg2") or url.startswith("postgresql:"):
             # psycopg2: batched UPDATEs too (ledger results), not one round trip per row
             engine = sa.create_engine(url, pool_pre_ping=True, executemany_mode="values_plus_batch")

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from loyalflow.runtime import Runtime
 from loyalflow.settings import Settings
-from loyalflow.warehouse import SQLITE_MMAP_BYTES, engine_for
+from loyalflow.warehouse import engine_for
 
 
 def _mode(path: Path) -> str:
@@ -38,23 +38,3 @@ def test_state_kept_in_the_warehouse_file_leaves_its_journal_alone(settings: Set
     same.state  # noqa: B018 - the same URL is the same database: still the customer's file
     assert _mode(warehouse_file) == "delete"
     assert same.state is engine_for(settings.warehouse_url)
-
-
-def test_sqlite_files_are_read_through_a_memory_map_and_a_read_only_warehouse_still_reads(
-    settings: Settings, tmp_path: Path
-) -> None:
-    """Every SQLite connection maps its file (chunk workers share the OS's page cache); the mapping
-    only changes how pages are read, so a warehouse opened read-only answers and stays unchanged."""
-    warehouse_file = tmp_path / "warehouse.db"
-    with sqlite3.connect(warehouse_file) as conn:
-        conn.execute("CREATE TABLE customers (customer_id INTEGER PRIMARY KEY)")
-        conn.executemany("INSERT INTO customers VALUES (?)", [(n,) for n in range(1, 101)])
-    before = warehouse_file.read_bytes()
-    read_only = engine_for(f"sqlite:///file:{warehouse_file}?mode=ro&uri=true")
-    state = Runtime(settings.model_copy(update={"state_url": f"sqlite:///{tmp_path / 'state.db'}"})).state
-    for engine in (read_only, state):
-        with engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar_one() == SQLITE_MMAP_BYTES
-    with read_only.connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 100
-    assert warehouse_file.read_bytes() == before

@@ -33,6 +33,7 @@ airflow: $(STAMP)  ## the Airflow UI on this project: free port, .airflow/ home,
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check dags plugins tests tools
 	$(BIN)/mypy plugins/loyalflow
 
 test: lint browser

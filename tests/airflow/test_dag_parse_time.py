@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-TRIVIAL = '''
+TRIVIAL = """
 import datetime as dt
 from airflow.sdk import DAG, task
 
@@ -27,7 +27,7 @@ with DAG(dag_id="trivial", schedule=None, start_date=dt.datetime(2026, 1, 1, tzi
         print("hello")
 
     hello()
-'''
+"""
 
 MEASURE = textwrap.dedent(
     """
@@ -90,4 +90,3 @@ def test_the_measure_sees_a_heavy_dag_file(tmp_path: Path) -> None:
     )
     times = json.loads(done.stdout.strip().splitlines()[-1])
     assert times[str(heavy)] > 2.0 * times[str(trivial)]
-

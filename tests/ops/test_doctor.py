@@ -82,16 +82,30 @@ def contract_ddl(ids: dict[str, str] | None = None, ts: str = TS, drop: tuple[st
     ids = ids or {}
     tables = {
         "customers": [
-            ("customer_id", ID), ("email", "TEXT"), ("phone", "TEXT"), ("first_name", "TEXT"),
-            ("last_name", "TEXT"), ("locale", "TEXT"), ("timezone", "TEXT"), ("persona", "TEXT"),
+            ("customer_id", ID),
+            ("email", "TEXT"),
+            ("phone", "TEXT"),
+            ("first_name", "TEXT"),
+            ("last_name", "TEXT"),
+            ("locale", "TEXT"),
+            ("timezone", "TEXT"),
+            ("persona", "TEXT"),
             ("created_at", ts),
         ],
         "orders": [
-            ("order_id", ID), ("customer_id", ID), ("ordered_at", ts), ("total", "NUMERIC(12, 2)"),
-            ("status", "TEXT"), ("product", "TEXT"), ("referred_by", ID),
+            ("order_id", ID),
+            ("customer_id", ID),
+            ("ordered_at", ts),
+            ("total", "NUMERIC(12, 2)"),
+            ("status", "TEXT"),
+            ("product", "TEXT"),
+            ("referred_by", ID),
         ],
         "channel_preferences": [
-            ("customer_id", ID), ("channel", "TEXT"), ("opted_in", "BOOLEAN"), ("source", "TEXT"),
+            ("customer_id", ID),
+            ("channel", "TEXT"),
+            ("opted_in", "BOOLEAN"),
+            ("source", "TEXT"),
             ("consented_at", ts),
         ],
         "events": [("customer_id", ID), ("event_type", "TEXT"), ("occurred_at", ts), ("content_id", "TEXT")],
@@ -195,8 +209,12 @@ def test_broken_warehouse_one_line_per_problem(pg_url: str, settings: Settings) 
     assert str(float_id) == (
         "error  customers.customer_id: type DOUBLE PRECISION is a float; ids must be integer, text or UUID"
     )
-    for where in ("customers.created_at", "orders.ordered_at", "channel_preferences.consented_at",
-                  "events.occurred_at"):
+    for where in (
+        "customers.created_at",
+        "orders.ordered_at",
+        "channel_preferences.consented_at",
+        "events.occurred_at",
+    ):
         naive = find(findings, where)
         assert naive.level == "warn" and "naive" in naive.message and "UTC" in naive.message
     assert len(lines(findings, "error")) == 2

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from loyalflow.state import bulk, decisions, ensure_schema
 
-AWKWARD = ['plain', 'with "quotes", commas', "line\nbreak", "\\N", "", "Zoë 日本 ✓", None]
+AWKWARD = ["plain", 'with "quotes", commas', "line\nbreak", "\\N", "", "Zoë 日本 ✓", None]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -39,8 +39,9 @@ def test_insert_many_round_trips_awkward_values(backend: str, request: pytest.Fi
         bulk.insert_many(conn, decisions, [])
     with engine.connect() as conn:
         got = conn.execute(
-            sa.select(decisions.c.detail, decisions.c.channel, decisions.c.decided_at, decisions.c.as_of)
-            .order_by(decisions.c.id)
+            sa.select(
+                decisions.c.detail, decisions.c.channel, decisions.c.decided_at, decisions.c.as_of
+            ).order_by(decisions.c.id)
         ).all()
     assert [r.detail for r in got] == AWKWARD
     assert [r.channel for r in got] == [r["channel"] for r in rows]

@@ -33,42 +33,89 @@ D0 = dt.date(2026, 11, 20)
 OLD_ROWS: dict[str, list[dict[str, Any]]] = {
     "loyalflow_ledger": [
         {
-            "idempotency_key": "k1", "campaign": "thank_you", "step": "thanks", "customer_id": "C1",
-            "anchor_id": "O1", "channel": "email", "category": "relationship", "status": "scheduled",
-            "provider": "outbox", "provider_message_id": None, "error": None, "run_id": "r1", "as_of": D0,
-            "send_at": T0, "payload": '{"subject": "Thank you"}', "claimed_at": T0, "updated_at": T0,
+            "idempotency_key": "k1",
+            "campaign": "thank_you",
+            "step": "thanks",
+            "customer_id": "C1",
+            "anchor_id": "O1",
+            "channel": "email",
+            "category": "relationship",
+            "status": "scheduled",
+            "provider": "outbox",
+            "provider_message_id": None,
+            "error": None,
+            "run_id": "r1",
+            "as_of": D0,
+            "send_at": T0,
+            "payload": '{"subject": "Thank you"}',
+            "claimed_at": T0,
+            "updated_at": T0,
         }
     ],
     "loyalflow_decisions": [
         {
-            "id": 1, "run_id": "r1", "as_of": D0, "campaign": "thank_you", "step": "thanks",
-            "customer_id": "C1", "anchor_id": "O1", "channel": "email", "outcome": "sent",
-            "reason": "sent", "detail": None, "idempotency_key": "k1", "decided_at": T0,
+            "id": 1,
+            "run_id": "r1",
+            "as_of": D0,
+            "campaign": "thank_you",
+            "step": "thanks",
+            "customer_id": "C1",
+            "anchor_id": "O1",
+            "channel": "email",
+            "outcome": "sent",
+            "reason": "sent",
+            "detail": None,
+            "idempotency_key": "k1",
+            "decided_at": T0,
         }
     ],
     "loyalflow_suppressions": [
         {
-            "id": 1, "address": "a@example.com", "channel": "email", "scope": "all",
-            "reason": "unsubscribed", "source": "link", "customer_id": "C2", "created_at": T0,
+            "id": 1,
+            "address": "a@example.com",
+            "channel": "email",
+            "scope": "all",
+            "reason": "unsubscribed",
+            "source": "link",
+            "customer_id": "C2",
+            "created_at": T0,
         }
     ],
     "loyalflow_responses": [
         {
-            "id": 1, "customer_id": "C3", "campaign": "winback", "answer": "later", "channel": "sms",
-            "source": "sms", "snooze_until": D0, "churn_type": "decreased_spend", "received_at": T0,
+            "id": 1,
+            "customer_id": "C3",
+            "campaign": "winback",
+            "answer": "later",
+            "channel": "sms",
+            "source": "sms",
+            "snooze_until": D0,
+            "churn_type": "decreased_spend",
+            "received_at": T0,
         }
     ],
     "loyalflow_referral_codes": [{"customer_id": "C1", "code": "REF-C1", "created_at": T0}],
     "loyalflow_delivery_events": [
         {
-            "provider": "sendgrid", "event_id": "ev1", "event_type": "delivered", "idempotency_key": "k1",
-            "provider_message_id": "m1", "customer_id": "C1", "occurred_at": T0,
+            "provider": "sendgrid",
+            "event_id": "ev1",
+            "event_type": "delivered",
+            "idempotency_key": "k1",
+            "provider_message_id": "m1",
+            "customer_id": "C1",
+            "occurred_at": T0,
         }
     ],
     "loyalflow_cap_reservations": [
         {
-            "idempotency_key": "k1", "customer_id": "C1", "day": D0, "campaign": "thank_you",
-            "priority": 10, "status": "sent", "detail": None, "updated_at": T0,
+            "idempotency_key": "k1",
+            "customer_id": "C1",
+            "day": D0,
+            "campaign": "thank_you",
+            "priority": 10,
+            "status": "sent",
+            "detail": None,
+            "updated_at": T0,
         }
     ],
 }
@@ -112,9 +159,7 @@ def rows(engine: sa.Engine, table: sa.Table) -> list[dict[str, Any]]:
 
 
 def columns(engine: sa.Engine, name: str) -> list[tuple[str, str, bool]]:
-    return [
-        (c["name"], str(c["type"]), bool(c["nullable"])) for c in sa.inspect(engine).get_columns(name)
-    ]
+    return [(c["name"], str(c["type"]), bool(c["nullable"])) for c in sa.inspect(engine).get_columns(name)]
 
 
 def version_rows(engine: sa.Engine) -> list[str]:

@@ -79,9 +79,7 @@ def failed(findings: Iterable[Finding]) -> bool:
     return any(f.level == "error" for f in findings)
 
 
-def check(
-    warehouse: sa.Engine, state: sa.Engine | None, campaigns_dir: Path | None = None
-) -> list[Finding]:
+def check(warehouse: sa.Engine, state: sa.Engine | None, campaigns_dir: Path | None = None) -> list[Finding]:
     """Every finding for ``warehouse`` and loyalflow's ``state`` database (None: the warehouse is the state).
 
     ``campaigns_dir`` (default: the project's) tells which campaigns read a column, for the message and
@@ -215,8 +213,10 @@ def _id(engine: sa.Engine, table: str, column: str, kind: Any) -> Finding:
         floats = [v for v in values if isinstance(v, float)]
         if floats:
             return Finding(
-                "error", table, column, f"sampled values are floats (e.g. {floats[0]!r}); ids must be "
-                "integer, text or UUID"
+                "error",
+                table,
+                column,
+                f"sampled values are floats (e.g. {floats[0]!r}); ids must be integer, text or UUID",
             )
         blobs = [v for v in values if isinstance(v, bytes)]
         if blobs:
@@ -233,14 +233,18 @@ def _timestamp(engine: sa.Engine, table: str, column: str, kind: Any) -> Finding
         numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
         if numbers:
             return Finding(
-                "error", table, column, f"sampled values are numbers (e.g. {numbers[0]!r}); "
-                "timestamps in SQLite must be ISO text"
+                "error",
+                table,
+                column,
+                f"sampled values are numbers (e.g. {numbers[0]!r}); timestamps in SQLite must be ISO text",
             )
         bad = [v for v in values if not isinstance(v, str) or _parse(v) is None]
         if bad:
             return Finding(
-                "error", table, column, f"{bad[0]!r} does not parse as an ISO timestamp "
-                f"({len(bad)} of {len(values)} sampled values)"
+                "error",
+                table,
+                column,
+                f"{bad[0]!r} does not parse as an ISO timestamp ({len(bad)} of {len(values)} sampled values)",
             )
         zoned = sum(1 for v in values if (p := _parse(v)) is not None and p.tzinfo is not None)
         note = "with UTC offsets" if zoned == len(values) and values else "naive ones are read as UTC"
@@ -272,8 +276,11 @@ def _boolean(engine: sa.Engine, table: str, column: str, kind: Any) -> Finding:
     bad = [v for v in values if _as_bool(v) == "bad"]
     if bad:
         return Finding(
-            "error", table, column, f"{bad[0]!r} is not usable as a boolean (type {name}); store "
-            "true/false or 1/0: any non-empty text counts as opted in"
+            "error",
+            table,
+            column,
+            f"{bad[0]!r} is not usable as a boolean (type {name}); store "
+            "true/false or 1/0: any non-empty text counts as opted in",
         )
     if "null" in kinds:
         return Finding("warn", table, column, f"type {name}; NULL values in the sample count as opted out")
@@ -285,8 +292,11 @@ def _channel(engine: sa.Engine, table: str, column: str) -> Finding:
     if others:
         shown = ", ".join(repr(v) for v in others[:5]) + (" ..." if len(others) > 5 else "")
         return Finding(
-            "warn", table, column, f"values outside {'/'.join(CHANNELS)} in the sample: {shown}; "
-            "rows with them never count as consent"
+            "warn",
+            table,
+            column,
+            f"values outside {'/'.join(CHANNELS)} in the sample: {shown}; "
+            "rows with them never count as consent",
         )
     return Finding("ok", table, column, f"sampled values within {'/'.join(CHANNELS)}")
 
@@ -301,8 +311,11 @@ def _history(engine: sa.Engine) -> Finding:
     if row is None:
         return Finding("ok", "channel_preferences", None, "a snapshot: one row per customer and channel")
     return Finding(
-        "ok", "channel_preferences", None, f"a history: several rows per customer and channel (e.g. "
-        f"customer {row[0]}, {row[1]}); the latest by consented_at wins"
+        "ok",
+        "channel_preferences",
+        None,
+        f"a history: several rows per customer and channel (e.g. "
+        f"customer {row[0]}, {row[1]}); the latest by consented_at wins",
     )
 
 
@@ -357,8 +370,11 @@ def _version(engine: sa.Engine) -> Finding:
     own = [t for t in tables if t.startswith("loyalflow_")]
     if own:
         return Finding(
-            "ok", "state", None, f"{len(own)} loyalflow_* tables without {VERSION_TABLE} (a release before "
-            f"versioned migrations); the next run adopts them and upgrades to {HEAD}"
+            "ok",
+            "state",
+            None,
+            f"{len(own)} loyalflow_* tables without {VERSION_TABLE} (a release before "
+            f"versioned migrations); the next run adopts them and upgrades to {HEAD}",
         )
     return Finding("ok", "state", None, "no loyalflow_* tables yet; the first run creates them")
 

@@ -19,6 +19,7 @@ from loyalflow.spec import campaign_files, load_brand, load_campaign
 from loyalflow.warehouse import engine_for
 
 DAG_FILE = '''"""Airflow DAG for campaigns/{id}.yaml (the campaign file holds everything)."""
+
 from loyalflow.airflow.dags import campaign_dag
 
 dag = campaign_dag("{id}")

@@ -163,4 +163,3 @@ activations = sa.Table(
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
-

@@ -148,14 +148,26 @@ def test_cli_runs_every_campaign_on_a_contract_only_warehouse(settings: Settings
     assert sent["buying_cycle_nurture"] == {reader}
 
 
-def test_referral_codes_of_sent_messages_are_stored_for_attribution(settings: Settings, shop: Shop) -> None:
+def test_referral_codes_are_stored_when_a_message_shows_one(project: Path, shop: Shop) -> None:
+    """A code is stored (so referred orders can be attributed) when the message showed it, not before."""
     from loyalflow.compose.referral import code_for, customer_for
     from loyalflow.pipeline import run
     from loyalflow.runtime import RunOptions, Runtime
 
-    cid = shop.customer()
-    shop.order(cid, DAY)
+    plain, coded = shop.customer(), shop.customer()
+    shop.order(plain, DAY)
+    settings = Settings()
     rt = Runtime(settings)
-    run(rt, "thank_you", RunOptions(AS_OF, "codes"))
-    assert customer_for(rt.state, code_for(settings.secret_key, cid).lower()) == cid
+    run(rt, "thank_you", RunOptions(AS_OF, "plain"))
+    assert customer_for(rt.state, code_for(settings.secret_key, plain)) is None  # the thank-you shows none
+    text = project / "templates" / "thank_you" / "thanks.txt.j2"
+    shown = "Your code: {{ referral_code }}\n{% endblock %}"
+    text.write_text(text.read_text().replace("{% endblock %}", shown))
+    shop.order(coded, DAY)
+    rt = Runtime(Settings())
+    run(rt, "thank_you", RunOptions(AS_OF, "coded"))
+    line = next(m for m in outbox_lines(settings) if m["customer_id"] == coded)
+    assert code_for(settings.secret_key, coded) in line["text"]
+    assert customer_for(rt.state, code_for(settings.secret_key, coded).lower()) == coded
+    assert customer_for(rt.state, code_for(settings.secret_key, plain)) is None
     assert customer_for(rt.state, "HP-NOTACODE") is None

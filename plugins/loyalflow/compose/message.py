@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from loyalflow.compose import referral
-from loyalflow.compose.context import ContextBuilder, build_context
+from loyalflow.compose.context import REFERRAL, ContextBuilder, build_context
 from loyalflow.decide.eligibility import Decision
 from loyalflow.deliver.channels import Message
 from loyalflow.errors import RenderError
@@ -58,6 +58,14 @@ class Composer:
             self._needs[key] = reads
         return self._needs[key]
 
+    def carries_code(self, cand: Candidate) -> bool:
+        """Whether the candidate's message shows a referral code (its templates read ``referral_code`` or
+        ``referral_url``, or what they read is not known): only such codes are looked up and stored."""
+        if cand.customer is None or not cand.decision.channel:
+            return False
+        needs = self.needs(cand.step, cand.decision.channel, cand.customer.get("persona"))
+        return needs is None or not needs.isdisjoint(REFERRAL)
+
     def message(self, cand: Candidate) -> Message:
         """Render the candidate's message on its decided channel."""
         if cand.customer is None or not cand.decision.channel or not cand.decision.address:
@@ -99,12 +107,12 @@ def message(rt: Runtime, campaign: Campaign, cand: Candidate, opts: RunOptions) 
 def compose_all(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOptions) -> None:
     """Render every eligible candidate before anything is sent; a template error fails that recipient."""
     composer = Composer(rt, campaign, opts)
-    eligible = [str(c.row["customer_id"]) for c in cands if c.decision.eligible]
-    composer.contexts.codes = referral.codes_for(rt.state, rt.settings.secret_key, eligible)
+    carrying = [str(c.row["customer_id"]) for c in cands if c.decision.eligible and composer.carries_code(c)]
+    composer.contexts.codes = referral.codes_for(rt.state, rt.settings.secret_key, carrying)
     for cand in cands:
         if not cand.decision.eligible:
             continue
-        cand.referral_code = composer.contexts.codes[str(cand.row["customer_id"])]
+        cand.referral_code = composer.contexts.codes.get(str(cand.row["customer_id"]))
         try:
             cand.message = composer.message(cand)
         except RenderError as exc:

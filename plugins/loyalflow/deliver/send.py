@@ -154,8 +154,8 @@ def deliver(rt: Runtime, campaign: Campaign, cands: list[Candidate], opts: RunOp
             channel = rt.channel(kind)
             mine = claim(rt, campaign, batch, kind, channel, opts)
             send_and_record(rt, schedule_later(rt, mine, kind, channel), kind, channel)
-    # Every message carries the customer's referral code: store it so referred orders can be attributed.
-    went = [c for c in cands if c.outcome in ("sent", "scheduled")]
+    # A message that shows the customer's referral code stores it, so referred orders can be attributed.
+    went = [c for c in cands if c.outcome in ("sent", "scheduled") and c.referral_code]
     referral.remember(
         rt.state,
         rt.settings.secret_key,

@@ -90,8 +90,10 @@ def engine_for(url: str) -> sa.Engine:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/ yet
             engine = sa.create_engine(url, connect_args={"timeout": 60})
         elif url.startswith("postgresql+psycopg2") or url.startswith("postgresql:"):
-            # psycopg2: batched UPDATEs too (ledger results), not one round trip per row
-            engine = sa.create_engine(url, pool_pre_ping=True, executemany_mode="values_plus_batch")
+            # psycopg2, the driver installed (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3):
+            # batched UPDATEs too (ledger results), not one round trip per row
+            parsed = sa.engine.make_url(url).set(drivername="postgresql+psycopg2")
+            engine = sa.create_engine(parsed, pool_pre_ping=True, executemany_mode="values_plus_batch")
             sa.event.listen(engine, "connect", _session_in_utc)
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from loyalflow.decide.addresses import normalise
 from loyalflow.errors import LoyalflowError
 from loyalflow.state import suppressions as table
-from loyalflow.warehouse import ID_BATCH
+from loyalflow.warehouse import ID_BATCH, select_in
 
 REASONS = ("unsubscribed", "bounced", "complained", "manual")
 
@@ -100,11 +100,8 @@ def lookup(engine: sa.Engine, addresses: Iterable[str]) -> dict[tuple[str, str, 
     found: dict[tuple[str, str, str], str] = {}
     with engine.connect() as conn:
         for start in range(0, len(ordered), ID_BATCH):
-            rows = conn.execute(
-                sa.select(table.c.channel, table.c.address, table.c.scope, table.c.reason).where(
-                    table.c.address.in_(ordered[start : start + ID_BATCH])
-                )
-            )
+            batch = ordered[start : start + ID_BATCH]
+            _, rows = select_in(conn, table, "channel, address, scope, reason", "address", batch)
             for channel, address, scope, reason in rows:
                 key = (channel, address, scope)
                 found[key] = f"{found[key]}, {reason}" if key in found else reason

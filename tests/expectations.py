@@ -146,8 +146,19 @@ class ContentMap:
 
 
 def idempotency_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:
-    """docs/architecture.md §5: deterministic from campaign, step, customer and anchor."""
-    return hashlib.sha256(f"{campaign}|{step}|{customer_id}|{anchor_id}".encode()).hexdigest()[:40]
+    """docs/architecture.md §5: a campaign's new keys, in customer order within a step."""
+
+    def sha(text: str, length: int) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+    plain = customer_id.isascii() and customer_id.replace("_", "").replace("-", "").isalnum()
+    if plain and customer_id.isdigit() and len(customer_id) <= 19 and str(int(customer_id)) == customer_id:
+        who = "n" + customer_id.zfill(19)
+    elif plain and len(customer_id) <= 36:
+        who = "s" + customer_id
+    else:
+        who = "h" + sha(customer_id, 24)
+    return sha(f"{campaign}|{step}", 8) + who + sha(f"{campaign}|{step}|{customer_id}|{anchor_id}", 16)
 
 
 def in_holdout(campaign: str, customer_id: str, percent: float) -> bool:

@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 from loyalflow.errors import LoyalflowError
 from loyalflow.ops.cli import app
-from loyalflow.state import HEAD, current, ensure_schema, metadata, migrate, upgrade
+from loyalflow.state import HEAD, current, ensure_schema, key_formats, metadata, migrate, upgrade
 from tests.state import previous_release as old
 
-NEW_TABLES = {"loyalflow_consent", "loyalflow_entries", "loyalflow_activations"}
+NEW_TABLES = {"loyalflow_consent", "loyalflow_entries", "loyalflow_activations", "loyalflow_key_formats"}
 T0 = dt.datetime(2026, 11, 20, 9, 30)
 D0 = dt.date(2026, 11, 20)
 
@@ -189,7 +189,7 @@ def previous_release_database(engine: sa.Engine) -> None:
 def test_head_is_the_newest_revision() -> None:
     script = ScriptDirectory.from_config(migrate.config())
     assert script.get_heads() == [HEAD]
-    assert [s.revision for s in script.walk_revisions("base", "heads")][::-1] == ["0001", "0002"]
+    assert [s.revision for s in script.walk_revisions("base", "heads")][::-1] == ["0001", "0002", "0003"]
     assert script.get_revision(migrate.BASELINE).down_revision is None  # type: ignore[union-attr]
 
 
@@ -203,6 +203,10 @@ def test_previous_release_database_upgrades_in_place(engine: sa.Engine) -> None:
     for table in old.metadata.sorted_tables:
         assert rows(engine, table) == OLD_ROWS[table.name], table.name
     assert NEW_TABLES <= set(sa.inspect(engine).get_table_names())
+    with engine.connect() as conn:  # the campaign that sent keeps its hashed keys (migration 0003)
+        assert conn.execute(sa.select(key_formats.c.campaign, key_formats.c.format)).all() == [
+            ("thank_you", "hashed")
+        ]
     assert version_rows(engine) == [HEAD]
     assert current(engine) == HEAD
     assert schema_diff(engine) == []  # the tables are exactly the models

@@ -135,14 +135,13 @@ def candidates(
     customers = load_customers(rt.warehouse, ids)
     policy = Policy.for_campaign(rt.settings, campaign)
 
-    keys: dict[tuple[str, int], str] = {}  # (step, id of the row) -> key: each is hashed once
+    keys: dict[tuple[str, int], str] = {}  # (step, id of the row) -> key: each is derived once
+    derive = ledger.keys_for(rt.state, campaign.id)
 
     def key(step: Step, row: dict[str, Any]) -> str:
         slot = (step.id, id(row))
         if slot not in keys:
-            keys[slot] = ledger.idempotency_key(
-                campaign.id, step.id, str(row["customer_id"]), str(row["anchor_id"])
-            )
+            keys[slot] = derive(step.id, str(row["customer_id"]), str(row["anchor_id"]))
         return keys[slot]
 
     with rt.state.connect() as conn:

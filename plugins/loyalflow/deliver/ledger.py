@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from loyalflow.state import bulk, ledger
+from loyalflow.state import bulk, key_formats, ledger
 from loyalflow.warehouse import ID_BATCH, select_in
 
 COUNTED = ("claimed", "scheduled", "sent", "unknown")  # went, will go, or may have gone out
@@ -20,9 +21,46 @@ RELEASED = "released"  # certainly not delivered: free to be claimed again
 BUNDLED = "bundled"  # an anchor that went out inside another anchor's message (same step and day)
 
 
+_NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")  # a non-negative integer id up to a bigint, written plainly
+_PLAIN = re.compile(r"[A-Za-z0-9_-]{1,36}")  # an id that is safe as it is in a Message-ID (UUIDs fit)
+KeyFunction = Callable[[str, str, str], str]  # (step, customer_id, anchor_id) -> key, for one campaign
+
+
+def _sha(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def idempotency_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:
-    """Deterministic key from campaign, step, customer and anchor (never a try number or random value)."""
-    return hashlib.sha256(f"{campaign}|{step}|{customer_id}|{anchor_id}".encode()).hexdigest()[:40]
+    """Deterministic key from campaign, step, customer and anchor (never a try number or random value).
+
+    In customer order within a step, so that a chunk's keys sit side by side in the ledger's index:
+    a hash of campaign and step, the customer id (integers zero-padded; an id with other characters, or
+    a longer one, hashed), then a hash of all four. Letters, digits, ``_`` and ``-`` only, at most 61.
+    """
+    if _NUMBER.fullmatch(customer_id):
+        who = "n" + customer_id.zfill(19)
+    elif _PLAIN.fullmatch(customer_id):
+        who = "s" + customer_id
+    else:
+        who = "h" + _sha(customer_id, 24)
+    return _sha(f"{campaign}|{step}", 8) + who + _sha(f"{campaign}|{step}|{customer_id}|{anchor_id}", 16)
+
+
+def hashed_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:
+    """The key of campaigns that sent before keys were ordered (listed in ``loyalflow_key_formats``)."""
+    return _sha(f"{campaign}|{step}|{customer_id}|{anchor_id}", 40)
+
+
+def keys_for(engine: sa.Engine, campaign: str) -> KeyFunction:
+    """The key function of ``campaign``: hashed if it sent before ordered keys existed, else ordered.
+
+    The list of hashed-key campaigns is written once, by the migration that introduced ordered keys,
+    so a key never changes once a message may have gone out under it.
+    """
+    with engine.connect() as conn:
+        fmt = conn.execute(sa.select(key_formats.c.format).where(key_formats.c.campaign == campaign)).scalar()
+    derive = hashed_key if fmt == "hashed" else idempotency_key
+    return lambda step, customer_id, anchor_id: derive(campaign, step, customer_id, anchor_id)
 
 
 def _utcnow() -> dt.datetime:

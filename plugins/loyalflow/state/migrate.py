@@ -38,7 +38,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "loyalflow_alembic_version"
 PREFIX = "loyalflow_"
 BASELINE = "0001"  # the schema of the last release before versioned migrations
-HEAD = "0002"  # the newest revision in migrations/versions (a test keeps the two in step)
+HEAD = "0003"  # the newest revision in migrations/versions (a test keeps the two in step)
 LOCK_KEY = 0x6C6F79616C666C6F  # "loyalflo": one PostgreSQL advisory lock for every upgrade
 LEGACY_MARKER = "loyalflow_ledger"  # present in every database the previous releases created
 

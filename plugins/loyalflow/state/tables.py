@@ -1,8 +1,9 @@
 """loyalflow's own tables (prefixed ``loyalflow_``): what loyalflow knows, kept apart from the warehouse.
 
-Send ledger, decisions, suppressions, the consent ledger, responses, referral codes, campaign entries
-and activations. They live in the state database (``LOYALFLOW_STATE_URL``; default: the warehouse);
-segment SQL never reads them: loyalflow joins what it knows to the segment's rows on its own side.
+Send ledger (and the key format of its campaigns), decisions, suppressions, the consent ledger,
+responses, referral codes, campaign entries and activations. They live in the state database
+(``LOYALFLOW_STATE_URL``; default: the warehouse); segment SQL never reads them: loyalflow joins what
+it knows to the segment's rows on its own side.
 
 These are the models; the schema itself is created and changed only by the migrations in
 ``migrations/versions`` (``loyalflow.state.ensure_schema``): a change here needs a new revision there.
@@ -162,4 +163,13 @@ activations = sa.Table(
     sa.Column("activated_on", sa.Date, nullable=False),  # the as-of day of the first real run
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+key_formats = sa.Table(
+    "loyalflow_key_formats",
+    metadata,
+    # campaigns whose idempotency keys are not the default (ordered) ones: written by migration 0003 only
+    sa.Column("campaign", sa.String(100), primary_key=True),
+    sa.Column("format", sa.String(20), nullable=False),  # hashed: the campaign sent before keys were ordered
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
 )

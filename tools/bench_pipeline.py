@@ -38,6 +38,7 @@ from loyalflow.compose.context import build_context
 from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
+from loyalflow.warehouse import engine_for
 from tests.shapes import build, load_postgres, load_sqlite, sqlite_engine
 
 AS_OF = dt.date(2026, 11, 20)
@@ -185,17 +186,15 @@ def seed_stage(customers: int, workdir: Path, pg: str | None) -> dict[str, float
     started = time.perf_counter()
     frames = build(customers=customers, orders=3 * customers)
     if pg:
-        admin = sa.create_engine(pg)
+        admin = engine_for(pg)
         with admin.begin() as conn:
             for part in ("wh", "state"):
                 conn.execute(sa.text(f"DROP SCHEMA IF EXISTS lf_bench_{part}_{workdir.name} CASCADE"))
                 conn.execute(sa.text(f"CREATE SCHEMA lf_bench_{part}_{workdir.name}"))
-        load_postgres(
-            sa.create_engine(_databases(workdir, pg)[0]), frames.tables("integer"), "integer", False
-        )
+        load_postgres(engine_for(_databases(workdir, pg)[0]), frames.tables("integer"), "integer", False)
     else:
         load_sqlite(sqlite_engine(workdir / "warehouse.db"), frames.tables("text"), "text")
-    with sa.create_engine(_databases(workdir, pg)[0]).begin() as conn:
+    with engine_for(_databases(workdir, pg)[0]).begin() as conn:
         conn.execute(sa.text(CONSENT_INDEX))
     return {"seed_s": time.perf_counter() - started, "orders": float(len(frames.orders))}
 
@@ -269,7 +268,7 @@ def bench_pipeline(
     if render:
         figures["render_per_s_around"] = (before + render()) / 2
     if pg:
-        with sa.create_engine(pg).begin() as conn:
+        with engine_for(pg).begin() as conn:
             for part in ("wh", "state"):
                 conn.execute(sa.text(f"DROP SCHEMA IF EXISTS lf_bench_{part}_{workdir.name} CASCADE"))
     return {

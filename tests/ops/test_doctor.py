@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from loyalflow.demo.data import seed
 from loyalflow.ops.cli import app
 from loyalflow.ops.doctor import Finding, check, failed
 from loyalflow.ops.validate import validate_all
 from loyalflow.settings import Settings
-from loyalflow.state import HEAD, ensure_schema
+from loyalflow.state import HEAD, ensure_schema, migrate
 from loyalflow.warehouse import engine_for
 from tests.cli_helpers import runner
 from tests.conftest import PG_URL, ROOT
@@ -292,6 +293,26 @@ def test_state_schema_version_is_read(shop: Shop, tmp_path: Path) -> None:
     ensure_schema(state)
     messages = [f.message for f in check(shop.engine, state) if f.where == "state"]
     assert f"state schema version {HEAD} (loyalflow_alembic_version); the newest" in messages
+    assert not [m for m in messages if "hashed idempotency keys" in m]  # nothing had been sent
+
+
+def test_campaigns_with_hashed_keys_are_named(shop: Shop, tmp_path: Path) -> None:
+    state = build(
+        f"sqlite:///{tmp_path / 'state.db'}",
+        [
+            "CREATE TABLE loyalflow_alembic_version (version_num VARCHAR(32) NOT NULL)",
+            "INSERT INTO loyalflow_alembic_version VALUES ('0002')",
+            "CREATE TABLE loyalflow_ledger (campaign VARCHAR(100))",
+            "INSERT INTO loyalflow_ledger VALUES ('thank_you'), ('remorse'), ('thank_you')",
+        ],
+    )
+    with state.begin() as conn:  # 0003 lists the campaigns that sent
+        command.upgrade(migrate.config(conn), "0003")
+    messages = [f.message for f in check(shop.engine, state) if f.where == "state"]
+    assert (
+        "2 campaign(s) keep the hashed idempotency keys they sent with before keys were ordered "
+        "(docs/architecture.md §5): remorse, thank_you"
+    ) in messages
 
 
 def test_snapshot_or_history(shop: Shop) -> None:

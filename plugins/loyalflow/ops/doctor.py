@@ -20,6 +20,7 @@ import yaml
 from loyalflow.home import PROJECT_DIR
 from loyalflow.spec import campaign_files
 from loyalflow.state.migrate import HEAD, VERSION_TABLE
+from loyalflow.state.tables import key_formats
 from loyalflow.warehouse import CUSTOMER_COLUMNS
 
 Level = Literal["ok", "warn", "error"]
@@ -352,7 +353,22 @@ def _state(warehouse: sa.Engine, state: sa.Engine | None) -> list[Finding]:
     else:
         good = f"state database {where} is reachable and writable"
     out = [Finding("ok", "state", None, good)]
-    return [*out, _version(engine)]
+    return [*out, _version(engine), *_key_formats(engine)]
+
+
+def _key_formats(engine: sa.Engine) -> list[Finding]:
+    """The campaigns that keep hashed idempotency keys (they sent before keys were ordered)."""
+    if not sa.inspect(engine).has_table(key_formats.name):
+        return []
+    with engine.connect() as conn:
+        hashed = list(conn.scalars(sa.select(key_formats.c.campaign).order_by(key_formats.c.campaign)))
+    if not hashed:
+        return []
+    message = (
+        f"{len(hashed)} campaign(s) keep the hashed idempotency keys they sent with before keys were "
+        f"ordered (docs/architecture.md §5): {', '.join(hashed)}"
+    )
+    return [Finding("ok", "state", None, message)]
 
 
 def _version(engine: sa.Engine) -> Finding:

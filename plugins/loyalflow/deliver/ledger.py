@@ -130,16 +130,28 @@ def claim(engine: sa.Engine, rows: list[dict]) -> set[str]:
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             return _claim_locked(conn, batch, now)
-        won: set[str] = set()
-        # one cached statement, executed for many rows (SQLAlchemy's insertmanyvalues batches it)
-        stmt = _insert(engine).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        won.update(r[0] for r in conn.execute(stmt.returning(ledger.c.idempotency_key), batch))
+        won = _insert_new(conn, batch)
         lost = [r for r in batch if r["idempotency_key"] not in won]
         known = statuses(conn, [r["idempotency_key"] for r in lost])
         for r in lost:
             if known.get(r["idempotency_key"]) == RELEASED and _take_over(conn, r, now):
                 won.add(r["idempotency_key"])
     return won
+
+
+def _insert_new(conn: sa.Connection, batch: list[dict]) -> set[str]:
+    """PostgreSQL: insert the rows whose keys are new, in key order; return those keys (``ON CONFLICT DO
+    NOTHING RETURNING``: a key a concurrent caller inserted first is not returned)."""
+    insert = postgresql.insert(ledger)
+    if bulk.can_stage(conn):
+        staged = bulk.stage(conn, ledger, batch)
+        names = list(batch[0])
+        rows = sa.select(*(staged.c[n] for n in names)).order_by(staged.c.idempotency_key)
+        stmt = insert.from_select(names, rows).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        return set(conn.execute(stmt.returning(ledger.c.idempotency_key)).scalars())
+    # one cached statement, executed for many rows (SQLAlchemy's insertmanyvalues batches it)
+    stmt = insert.on_conflict_do_nothing(index_elements=["idempotency_key"])
+    return set(conn.execute(stmt.returning(ledger.c.idempotency_key), batch).scalars())
 
 
 def _claim_locked(conn: sa.Connection, batch: list[dict], now: dt.datetime) -> set[str]:
@@ -224,19 +236,35 @@ def expire_stale_claims(engine: sa.Engine, lease_seconds: float, campaign: str |
 
 
 def record(engine: sa.Engine, results: list[tuple[str, str, str | None, str | None]]) -> None:
-    """Store send outcomes as (key, status, provider_message_id, error)."""
+    """Store send outcomes as (key, status, provider_message_id, error); a key given twice keeps its last."""
     if not results:
         return
     now = _utcnow()
-    stmt = (
-        sa.update(ledger)
-        .where(ledger.c.idempotency_key == sa.bindparam("k"))
-        .values(
-            status=sa.bindparam("s"),
-            provider_message_id=sa.bindparam("m"),
-            error=sa.bindparam("e"),
-            updated_at=now,
-        )
-    )
     with engine.begin() as conn:
+        if bulk.can_stage(conn):  # PostgreSQL: the results staged, then one UPDATE ... FROM
+            names = ("idempotency_key", "status", "provider_message_id", "error")
+            last = {r[0]: dict(zip(names, r, strict=True)) for r in results}  # per key, as in order
+            staged = bulk.stage(conn, ledger, list(last.values()))
+            stmt = (
+                sa.update(ledger)
+                .where(ledger.c.idempotency_key == staged.c.idempotency_key)
+                .values(
+                    status=staged.c.status,
+                    provider_message_id=staged.c.provider_message_id,
+                    error=staged.c.error,
+                    updated_at=now,
+                )
+            )
+            conn.execute(stmt)
+            return
+        stmt = (
+            sa.update(ledger)
+            .where(ledger.c.idempotency_key == sa.bindparam("k"))
+            .values(
+                status=sa.bindparam("s"),
+                provider_message_id=sa.bindparam("m"),
+                error=sa.bindparam("e"),
+                updated_at=now,
+            )
+        )
         bulk.execute_many(conn, stmt, [{"k": k, "s": s, "m": m, "e": e} for k, s, m, e in results])

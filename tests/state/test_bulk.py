@@ -108,3 +108,18 @@ def test_claim_and_record_stage_rows_where_the_role_may(pg_url: str, no_temp_url
             ("c", "claimed", None, None),
         ], url
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", None, "a", 'q"uote', None],
+        [True, 1, 1.0, False, 0, None],
+        [dt.date(2026, 11, 20), dt.datetime(2026, 11, 20), dt.date(2026, 11, 20)],
+        [{"a": 1}, None, "x"],
+    ],
+)
+def test_csv_fields_are_each_value_formatted_on_its_own(values: list[object]) -> None:
+    """Formatting once per distinct value must not merge values that are equal but written differently."""
+    text = bulk._csv([{"v": v} for v in values], ["v"]).getvalue()
+    assert text.splitlines() == [bulk._field(v) for v in values]

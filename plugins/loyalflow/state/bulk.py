@@ -95,9 +95,23 @@ def _copies(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
 
+def _fields(values: list[Any]) -> list[str]:
+    """Each value as a CSV field, formatted once per distinct value (dates, runs and statuses repeat)."""
+    try:
+        distinct = set(values)
+    except TypeError:  # an unhashable value (a JSON document): no memo
+        return [_field(value) for value in values]
+    if len(set(map(type, values)) - {str, type(None)}) > 1:
+        return [_field(value) for value in values]  # equal values of two types (True == 1 == 1.0)
+    done = {value: _field(value) for value in distinct}
+    return [done[value] for value in values]
+
+
 def _csv(rows: list[dict[str, Any]], names: list[str]) -> io.StringIO:
+    """``rows`` as CSV text for COPY, the columns in ``names`` order."""
+    columns = [_fields([row[name] for row in rows]) for name in names]
     buf = io.StringIO()
-    buf.writelines(",".join(_field(row[name]) for name in names) + "\n" for row in rows)
+    buf.writelines(",".join(fields) + "\n" for fields in zip(*columns, strict=True))
     buf.seek(0)
     return buf
 

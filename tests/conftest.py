@@ -68,6 +68,32 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def no_temp_url(pg_url: str) -> Iterator[str]:
+    """A database whose roles may not create temporary tables (``REVOKE TEMPORARY ... FROM PUBLIC``, as
+    locked-down installations do), and the URL of a role owning a schema there."""
+    name = f"lf_notemp_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {name} LOGIN"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        conn.execute(sa.text(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC"))
+    inside = sa.create_engine(PG_URL.rsplit("/", 1)[0] + f"/{name}")
+    with inside.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {name} AUTHORIZATION {name}"))
+    inside.dispose()
+    url = (
+        PG_URL.replace("postgres@", f"{name}@").rsplit("/", 1)[0] + f"/{name}?options=-csearch_path%3D{name}"
+    )
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+            conn.execute(sa.text(f"DROP ROLE {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
 def settings(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings pointing at a temporary warehouse, outbox and work folder (also exported as env)."""
     values = {

@@ -362,3 +362,14 @@ def test_consent_rows_without_a_customer_index_are_a_warning(tmp_path: Path) -> 
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE INDEX ix_prefs ON channel_preferences (customer_id, channel)"))
     assert not [f for f in check(engine, None) if "no index leads" in f.message]
+
+
+def test_state_role_without_temporary_tables_is_a_warning(shop: Shop, pg_url: str, no_temp_url: str) -> None:
+    """Ledger writes are staged in temporary tables on PostgreSQL; a role without TEMPORARY is told so."""
+    for url, expected in (
+        (pg_url, "ok     state: the role may create temporary tables: ledger writes use COPY"),
+        (no_temp_url, "warn   state: the state role may not create temporary tables (TEMPORARY on the"),
+    ):
+        findings = [str(f) for f in check(shop.engine, engine_for(url)) if f.where == "state"]
+        assert [f for f in findings if f.startswith(expected)], findings
+        engine_for(url).dispose()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +10,6 @@ import sqlalchemy as sa
 from loyalflow.deliver import ledger
 from loyalflow.state import bulk, decisions, ensure_schema
 from loyalflow.state import ledger as table
-from tests.conftest import PG_URL
 from tests.deliver.test_ledger_rows import row
 
 AWKWARD = ["plain", 'with "quotes", commas', "line\nbreak", "\\N", "", "Zoë 日本 ✓", None]
@@ -52,32 +49,6 @@ def test_insert_many_round_trips_awkward_values(backend: str, request: pytest.Fi
     assert [r.detail for r in got] == AWKWARD
     assert [r.channel for r in got] == [r["channel"] for r in rows]
     assert {r.decided_at for r in got} == {at} and {r.as_of for r in got} == {dt.date(2026, 11, 20)}
-
-
-@pytest.fixture
-def no_temp_url(pg_url: str) -> Iterator[str]:
-    """A database whose roles may not create temporary tables (``REVOKE TEMPORARY ... FROM PUBLIC``, as
-    locked-down installations do), and the URL of a role owning a schema there."""
-    name = f"lf_notemp_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {name} LOGIN"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-        conn.execute(sa.text(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC"))
-    inside = sa.create_engine(PG_URL.rsplit("/", 1)[0] + f"/{name}")
-    with inside.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {name} AUTHORIZATION {name}"))
-    inside.dispose()
-    url = (
-        PG_URL.replace("postgres@", f"{name}@").rsplit("/", 1)[0] + f"/{name}?options=-csearch_path%3D{name}"
-    )
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-            conn.execute(sa.text(f"DROP ROLE {name}"))
-        admin.dispose()
 
 
 def test_claim_and_record_stage_rows_where_the_role_may(pg_url: str, no_temp_url: str) -> None:

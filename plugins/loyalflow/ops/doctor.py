@@ -19,6 +19,7 @@ import yaml
 
 from loyalflow.home import PROJECT_DIR
 from loyalflow.spec import campaign_files
+from loyalflow.state import bulk
 from loyalflow.state.migrate import HEAD, VERSION_TABLE
 from loyalflow.state.tables import key_formats
 from loyalflow.warehouse import CUSTOMER_COLUMNS
@@ -353,7 +354,23 @@ def _state(warehouse: sa.Engine, state: sa.Engine | None) -> list[Finding]:
     else:
         good = f"state database {where} is reachable and writable"
     out = [Finding("ok", "state", None, good)]
-    return [*out, _version(engine), *_key_formats(engine)]
+    return [*out, _version(engine), *_key_formats(engine), *_staging(engine)]
+
+
+def _staging(engine: sa.Engine) -> list[Finding]:
+    """On PostgreSQL through psycopg2: may the state role stage bulk writes in temporary tables?"""
+    with engine.connect() as conn:
+        if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg2":
+            return []
+        if bulk.can_stage(conn):
+            return [
+                Finding("ok", "state", None, "the role may create temporary tables: ledger writes use COPY")
+            ]
+    message = (
+        "the state role may not create temporary tables (TEMPORARY on the database), so ledger claims "
+        "and results take one statement per row, a slower path (docs/deploy.md: grant TEMPORARY)"
+    )
+    return [Finding("warn", "state", None, message)]
 
 
 def _key_formats(engine: sa.Engine) -> list[Finding]:

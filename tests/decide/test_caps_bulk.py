@@ -82,3 +82,28 @@ def test_preemption_inside_a_chunk_releases_the_lower_priority_slot(sqlite_url: 
         assert book.reserve("C1", "hi", DAY, "hi", 90, 1, 2) is None
     assert caps.confirm(engine, ["lo", "hi"]) == {"hi"}
     assert "preempted by hi" in caps.preempted_by(engine, "lo")
+
+
+def test_chunks_of_the_default_size_reserve_side_by_side_on_postgres(pg_url: str) -> None:
+    """Two workers' chunks of 10,000 customers each (the default chunk size) at once. A lock per customer
+    overflowed PostgreSQL's shared lock table (``max_locks_per_transaction`` 64 per connection): "out of
+    shared memory" on the first marketing chunks. Now a chunk holds at most ``LOCK_BUCKETS`` locks."""
+    engine = _engine(pg_url)
+    chunks = [[f"C{w}{i:05d}" for i in range(10_000)] for w in range(2)]
+    results: list[dict[str, str | None]] = []
+    threads = [
+        threading.Thread(target=lambda ids=ids: results.append(_chunk(engine, "promo", 50, ids)))
+        for ids in chunks
+    ]
+    for t in threads:
+        t.start()
+    most = 0
+    with engine.connect() as conn:
+        while any(t.is_alive() for t in threads):
+            count = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            most = max(most, conn.execute(sa.text(count)).scalar_one())
+            conn.rollback()
+    assert [list(r.values()) for r in results] == [[None] * 10_000] * 2
+    assert 0 < most <= 2 * caps.LOCK_BUCKETS
+    again = _chunk(engine, "other", 50, chunks[0][:10])  # the cap of 1 a day now binds
+    assert all(why and why.startswith("cap 1/day") for why in again.values()), again

@@ -31,14 +31,25 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+LOCK_CLASS = zlib.crc32(b"loyalflow cap reservations") - 2**31  # first key of loyalflow's advisory locks
+LOCK_BUCKETS = 64  # customers share this many locks (second key): at most 64 held by a chunk
+
+
 def _lock(conn: sa.Connection, customer_ids: list[str]) -> None:
-    """Serialise reservations of these customers (PostgreSQL advisory locks taken in one sorted order, so
-    two chunks never deadlock; SQLite: take the database write lock now)."""
+    """Serialise reservations of these customers (SQLite: take the database write lock now).
+
+    PostgreSQL: an advisory lock per bucket of customers (a hash of the id), taken in one sorted order so
+    two chunks never deadlock. A lock per customer would put a chunk's 10,000 locks in PostgreSQL's
+    shared lock table, which holds ``max_locks_per_transaction`` (64) per connection: "out of shared
+    memory". A customer is always in the same bucket, so two reservations for one customer never overlap.
+    """
     if conn.dialect.name == "postgresql":
-        keys = sorted({zlib.crc32(c.encode()) for c in customer_ids})
+        buckets = sorted({zlib.crc32(c.encode()) % LOCK_BUCKETS for c in customer_ids})
         conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(:keys) AS k ORDER BY 1) AS s"),
-            {"keys": keys},
+            sa.text(
+                "SELECT pg_advisory_xact_lock(:cls, b) FROM (SELECT unnest(:buckets) AS b ORDER BY 1) AS s"
+            ),
+            {"cls": LOCK_CLASS, "buckets": buckets},
         )
     else:
         conn.execute(sa.update(res).where(sa.false()).values(status="held"))

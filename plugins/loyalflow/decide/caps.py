@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from loyalflow.deliver.ledger import COUNTED
+from loyalflow.state import bulk, ledger
 from loyalflow.state import cap_reservations as res
-from loyalflow.state import ledger
 from loyalflow.warehouse import ID_BATCH
 
 ACTIVE = ("held", "sending", "sent")
@@ -80,7 +80,8 @@ class CapBook:
     """The cap state of some customers, read once under their locks (see :func:`reserving`).
 
     :meth:`reserve` applies the rules in memory and buffers the new reservations; :func:`reserving`
-    writes them in one ``executemany`` in the same transaction, so a whole chunk is one atomic step.
+    writes them in one ``COPY`` or ``executemany`` in the same transaction, so a whole chunk is one
+    atomic step.
     """
 
     conn: sa.Connection
@@ -214,7 +215,7 @@ def reserving(
             tx.rollback()
             return
         if book.inserts:
-            conn.execute(sa.insert(res), book.inserts)
+            bulk.insert_many(conn, res, book.inserts)  # COPY on PostgreSQL
         if book.updates:
             stmt = sa.update(res).where(res.c.idempotency_key == sa.bindparam("k"))
             conn.execute(

@@ -44,7 +44,7 @@ from tests.shapes import build, load_postgres, load_sqlite, sqlite_engine
 AS_OF = dt.date(2026, 11, 20)
 BENCH_CAMPAIGN = """id: bench_all
 name: Benchmark (every customer)
-category: relationship
+category: {category}
 schedule: null
 channels: [email, sms]
 segment: sql/bench_all.sql
@@ -158,13 +158,13 @@ def _databases(workdir: Path, pg: str | None) -> tuple[str, str]:
     return schema.format("wh"), schema.format("state")
 
 
-def _project(workdir: Path, pg: str | None = None) -> Settings:
-    """A copy of the shipped campaigns and templates plus the benchmark campaign."""
+def _project(workdir: Path, pg: str | None = None, category: str = "relationship") -> Settings:
+    """A copy of the shipped campaigns and templates plus the benchmark campaign (of ``category``)."""
     home = workdir / "project"
     if not home.exists():
         for folder in ("campaigns", "templates"):
             shutil.copytree(Settings().home / folder, home / folder)
-        (home / "campaigns" / "bench_all.yaml").write_text(BENCH_CAMPAIGN)
+        (home / "campaigns" / "bench_all.yaml").write_text(BENCH_CAMPAIGN.format(category=category))
         (home / "campaigns" / "sql" / "bench_all.sql").write_text(BENCH_SQL)
         shutil.copytree(home / "templates" / "thank_you", home / "templates" / "bench_all")
     return Settings(
@@ -213,10 +213,12 @@ def _cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def pipeline_stage(workdir: Path, rerun: bool, pg: str | None, workers: int) -> dict[str, float]:
+def pipeline_stage(
+    workdir: Path, rerun: bool, pg: str | None, workers: int, category: str = "relationship"
+) -> dict[str, float]:
     """Run the benchmark campaign for every customer with ``workers`` chunk processes (and optionally
     again: it must send nothing)."""
-    rt = Runtime(_project(workdir, pg))
+    rt = Runtime(_project(workdir, pg, category))
     now = dt.datetime(2026, 11, 20, 15)
     started, cpu = time.perf_counter(), _cpu_seconds()
     totals = run(rt, "bench_all", RunOptions(AS_OF, "bench", now=now), workers=workers)
@@ -252,6 +254,7 @@ def bench_pipeline(
     rerun: bool = False,
     pg: str | None = None,
     render: Callable[[], float] | None = None,
+    category: str = "relationship",
 ) -> dict[str, float]:
     """Seed ``customers`` (about 3 orders each) and run the pipeline over all of them, each in a child.
 
@@ -263,7 +266,14 @@ def bench_pipeline(
     seeded = _stage("--stage", "seed", "--customers", str(customers), *where)
     before = render() if render else 0.0
     figures = _stage(
-        "--stage", "pipeline", "--workers", str(workers), *where, *(["--rerun"] if rerun else [])
+        "--stage",
+        "pipeline",
+        "--workers",
+        str(workers),
+        "--category",
+        category,
+        *where,
+        *(["--rerun"] if rerun else []),
     )
     if render:
         figures["render_per_s_around"] = (before + render()) / 2
@@ -293,12 +303,18 @@ def main() -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="chunk processes (default: one per core)"
     )
     parser.add_argument("--pg", help="PostgreSQL URL: warehouse (bigint ids) and state there, not SQLite")
+    parser.add_argument(
+        "--category",
+        choices=("relationship", "marketing"),
+        default="relationship",
+        help="the benchmark campaign's category (marketing: every message reserves and settles a cap slot)",
+    )
     args = parser.parse_args()
     if args.stage == "seed":
         print(json.dumps(seed_stage(args.customers, args.workdir, args.pg)))
         return
     if args.stage == "pipeline":
-        print(json.dumps(pipeline_stage(args.workdir, args.rerun, args.pg, args.workers)))
+        print(json.dumps(pipeline_stage(args.workdir, args.rerun, args.pg, args.workers, args.category)))
         return
     sizes = sorted(int(size) for size in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="loyalflow-bench-") as tmp:
@@ -310,7 +326,8 @@ def main() -> None:
             return message_rate(rt, "email", args.renders)
 
         runs = [
-            bench_pipeline(n, Path(tmp) / f"n{n}", args.workers, n == sizes[0], args.pg, email) for n in sizes
+            bench_pipeline(n, Path(tmp) / f"n{n}", args.workers, n == sizes[0], args.pg, email, args.category)
+            for n in sizes
         ]
     jinja, email_rate = render["jinja_compiled_once_per_s"], render["loyalflow_email_message_per_s"]
     print("render (messages/s, one core):")
@@ -321,7 +338,8 @@ def main() -> None:
     for figures in runs:
         where = "PostgreSQL, bigint ids" if args.pg else "SQLite"
         around = figures["render_per_s_around"]
-        print(f"pipeline, {int(figures['customers']):,} customers ({where} warehouse and state, outbox):")
+        what = f"{args.category} campaign, {where} warehouse and state, outbox"
+        print(f"pipeline, {int(figures['customers']):,} customers ({what}):")
         for name, value in figures.items():
             print(f"  {name:38s} {value:14,.2f}")
         print(f"  pipeline vs full email render around it: {figures['msgs_per_s'] / around:.2f}x")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -27,9 +28,21 @@ def _chunk(engine: sa.Engine, campaign: str, priority: int, order: list[str]) ->
         return {c: book.reserve(c, f"{campaign}|{c}", DAY, campaign, priority, 1, 2) for c in order}
 
 
+def _decided_chunk(
+    engine: sa.Engine, campaign: str, priority: int, order: list[str]
+) -> dict[str, str | None]:
+    """As the pipeline reserves: decided on an unlocked book, written (or decided again) under the locks."""
+
+    def decide(book: caps.CapBook) -> dict[str, str | None]:
+        return {c: book.reserve(c, f"{campaign}|{c}", DAY, campaign, priority, 1, 2) for c in order}
+
+    return caps.decided(engine, order, [f"{campaign}|{c}" for c in order], DAY, decide)
+
+
+@pytest.mark.parametrize("chunk", [_chunk, _decided_chunk], ids=["reserving", "decided"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_concurrent_chunks_never_exceed_a_cap_or_deadlock(
-    backend: str, request: pytest.FixtureRequest
+    backend: str, chunk: Callable[..., dict[str, str | None]], request: pytest.FixtureRequest
 ) -> None:
     """Four chunks of equal priority reserve the same customers in different orders at once."""
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
@@ -38,7 +51,7 @@ def test_concurrent_chunks_never_exceed_a_cap_or_deadlock(
     results: dict[str, dict[str, str | None]] = {}
 
     def run(i: int) -> None:
-        results[f"promo{i}"] = _chunk(engine, f"promo{i}", 50, orders[i])
+        results[f"promo{i}"] = chunk(engine, f"promo{i}", 50, orders[i])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
@@ -107,3 +120,71 @@ def test_chunks_of_the_default_size_reserve_side_by_side_on_postgres(pg_url: str
     assert 0 < most <= 2 * caps.LOCK_BUCKETS
     again = _chunk(engine, "other", 50, chunks[0][:10])  # the cap of 1 a day now binds
     assert all(why and why.startswith("cap 1/day") for why in again.values()), again
+
+
+def _held(engine: sa.Engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        query = sa.select(cap_reservations.c.idempotency_key, cap_reservations.c.status)
+        return sorted(conn.execute(query.order_by(cap_reservations.c.idempotency_key)).tuples())
+
+
+def _take(engine: sa.Engine, key: str, campaign: str, priority: int) -> str | None:
+    return caps.reserve(
+        engine,
+        customer_id="C1",
+        key=key,
+        day=DAY,
+        campaign=campaign,
+        priority=priority,
+        per_day=1,
+        per_week=2,
+    )
+
+
+def test_decided_again_under_the_lock_when_another_campaign_reserved_meanwhile(sqlite_url: str) -> None:
+    """Another campaign takes C1's slot while this chunk decides on its unlocked book: the reservation it
+    would have written is stale, so it decides again under the lock and is denied (one slot a day)."""
+    engine = _engine(sqlite_url)
+    calls: list[str | None] = []
+
+    def decide(book: caps.CapBook) -> str | None:
+        if not calls:
+            assert _take(engine, "other|C1", "other", 50) is None  # meanwhile, committed
+        calls.append(book.reserve("C1", "promo|C1", DAY, "promo", 50, 1, 2))
+        return calls[-1]
+
+    denied = caps.decided(engine, ["C1"], ["promo|C1"], DAY, decide)
+    assert calls[0] is None and denied and "cap 1/day" in denied and "other" in denied
+    assert _held(engine) == [("other|C1", "held")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_preemption_is_decided_under_the_lock(backend: str, request: pytest.FixtureRequest) -> None:
+    """Preempting a lower-priority slot writes: SQLite's unlocked book refuses it and the chunk decides
+    again under the lock, where the slot is released; PostgreSQL decides under its locks from the start."""
+    engine = _engine(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    assert _take(engine, "lo|C1", "lo", 10) is None
+    optimistic: list[bool] = []
+
+    def decide(book: caps.CapBook) -> str | None:
+        optimistic.append(book.optimistic)
+        return book.reserve("C1", "hi|C1", DAY, "hi", 90, 1, 2)
+
+    assert caps.decided(engine, ["C1"], ["hi|C1"], DAY, decide) is None
+    assert optimistic == ([True, False] if backend == "sqlite" else [False])
+    assert _held(engine) == [("hi|C1", "held"), ("lo|C1", "released")]
+
+
+def test_an_uncontended_chunk_decides_once_and_a_dry_run_writes_nothing(sqlite_url: str) -> None:
+    engine = _engine(sqlite_url)
+    calls: list[bool] = []
+
+    def decide(book: caps.CapBook) -> list[str | None]:
+        calls.append(book.optimistic)
+        return [book.reserve("C1", k, DAY, "promo", 50, 1, 2) for k in ("a", "b")]
+
+    assert caps.decided(engine, ["C1"], ["a", "b"], DAY, decide, commit=False) == [None, None]
+    assert _held(engine) == []
+    got = caps.decided(engine, ["C1"], ["a", "b"], DAY, decide)
+    assert got[0] is None and got[1] and "cap 1/day" in got[1]
+    assert calls == [False, True] and _held(engine) == [("a", "held")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,8 +157,12 @@ def candidates(
     entries = ledger.recent_anchors(rt.state, campaign.id, ids, opts.as_of, campaign.reentry_days)
 
     def decide_chunk() -> list[Candidate]:
-        """Decide every due message of the chunk in segment order (each decision may take a cap slot)."""
+        """Decide every due message of the chunk in segment order (each decision may take a cap slot).
+
+        Depends on nothing but the cap book in ``facts.reserve``: it may run twice (see
+        :func:`~loyalflow.decide.caps.decided`), so the anchors it enters go into its own copy."""
         out: list[Candidate] = []
+        recent = defaultdict(dict, {cid: dict(anchors) for cid, anchors in entries.items()})
         for step, day, (row, *others) in due:
             main, extra = key(step, row), [(key(step, m), str(m["anchor_id"])) for m in others]
             customer = customers.get(str(row["customer_id"]))
@@ -181,22 +186,22 @@ def candidates(
             exit_reason = row.get("exit_reason")
             if not exit_reason and campaign.entry == "event":  # state entry waits for re-entry when it enters
                 exit_reason = _reentry(
-                    campaign, entries.get(customer["customer_id"], {}), row, main, facts.ledger_keys
+                    campaign, recent.get(customer["customer_id"], {}), row, main, facts.ledger_keys
                 )
             decision = decide(campaign, customer, main, exit_reason, facts, opts.send_time, policy)
             if decision.eligible:
-                entries[customer["customer_id"]][str(row["anchor_id"])] = opts.as_of
+                recent[customer["customer_id"]][str(row["anchor_id"])] = opts.as_of
             out.append(Candidate(step, row, customer, main, decision, bundled=extra))
         return out
 
     if campaign.category != "marketing":
         return decide_chunk()
-    # Marketing: one cap book for the chunk, its customers locked while their slots are decided (a dry run
-    # checks without reserving). The earliest slot day is the day before the send time (time zones).
+    # Marketing: one cap book for the chunk, atomic against other reservers (a dry run checks without
+    # reserving). The earliest slot day is the day before the send time (time zones).
     since = (opts.send_time - dt.timedelta(days=1)).date()
     leads = [key(step, members[0]) for step, _, members in due]
-    with caps.reserving(rt.state, ids, leads, since, commit=not opts.dry_run) as cap_book:
 
+    def decide_with(cap_book: caps.CapBook) -> list[Candidate]:
         def reserve(customer_id: str, cap_key: str, day: dt.date) -> str | None:
             return cap_book.reserve(
                 customer_id, cap_key, day, campaign.id, campaign.priority, policy.per_day, policy.per_week
@@ -204,3 +209,5 @@ def candidates(
 
         facts.reserve = reserve
         return decide_chunk()
+
+    return caps.decided(rt.state, ids, leads, since, decide_with, commit=not opts.dry_run)

@@ -1,7 +1,8 @@
 """Marketing frequency caps across campaigns: per-customer reservations taken atomically, by priority.
 
 A marketing message first *reserves* a slot (``held``) on the customer's local day of its ``send_at``,
-inside one transaction that holds a per-customer lock (PostgreSQL advisory lock; SQLite's write lock).
+written in one transaction that holds the customer's lock (PostgreSQL: an advisory lock shared by a
+bucket of customers; SQLite: the write lock), whole chunks at a time (:func:`decided`).
 When the day or 7-day cap binds, a higher-priority campaign may preempt ``held`` reservations of
 lower-priority campaigns that have not started sending; the preempted message then fails
 :func:`confirm` and is recorded as ``frequency_cap`` instead of being sent. Before sending, a
@@ -81,10 +82,11 @@ class _Slot:
 
 @dataclass
 class CapBook:
-    """The cap state of some customers, read once under their locks (see :func:`reserving`).
+    """The cap state of some customers, read once (under their locks, or checked under them before the
+    write: see :func:`decided`).
 
-    :meth:`reserve` applies the rules in memory and buffers the new reservations; :func:`reserving`
-    writes them in one ``COPY`` or ``executemany`` in the same transaction, so a whole chunk is one
+    :meth:`reserve` applies the rules in memory and buffers the new reservations; they are written in
+    one ``COPY`` or ``executemany`` in the transaction that holds the locks, so a whole chunk is one
     atomic step.
     """
 

@@ -22,7 +22,7 @@ from loyalflow.spec import Campaign, Step
 from loyalflow.warehouse import CUSTOMER_COLUMNS, dicts_by_ids, records
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One (customer, step, anchor) the segment makes due, with the decision about it."""
 

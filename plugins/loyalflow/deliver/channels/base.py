@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Message:
-    """A rendered message ready to hand to a provider."""
+    """A rendered message ready to hand to a provider (never changed once made: ``dataclasses.replace``
+    makes a variant; not ``frozen``, whose ``__init__`` costs 5x as much, once per message)."""
 
     idempotency_key: str
     campaign: str
@@ -28,9 +29,10 @@ class Message:
     test: bool = False  # a test send to staff (deliver/testsend.py), never a customer's message
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SendResult:
-    """A provider's answer: ``sent`` (accepted), ``failed`` (certainly not delivered) or ``unknown``."""
+    """A provider's answer: ``sent`` (accepted), ``failed`` (certainly not delivered) or ``unknown``
+    (never changed once made, as :class:`Message`)."""
 
     idempotency_key: str
     status: Literal["sent", "failed", "unknown"]

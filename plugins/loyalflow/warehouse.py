@@ -107,9 +107,9 @@ def engine_for(url: str) -> sa.Engine:
     return engine
 
 
-def _by_ids(table: str, columns: str, column: str = "customer_id") -> sa.TextClause:
-    # table and columns are loyalflow's own constants (contract tables), never input; ids are bound
-    stmt = sa.text(f"SELECT {columns} FROM {table} WHERE {column} IN :ids")  # noqa: S608
+def _by_ids(table: str, columns: str, column: str = "customer_id", where: str = "") -> sa.TextClause:
+    # table, columns and where are loyalflow's own constants (contract tables), never input; ids are bound
+    stmt = sa.text(f"SELECT {columns} FROM {table} WHERE {column} IN :ids{where}")  # noqa: S608
     return stmt.bindparams(sa.bindparam("ids", expanding=True))
 
 
@@ -117,12 +117,18 @@ _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # positional placeh
 
 
 def select_in(
-    conn: sa.Connection, table: sa.Table | str, columns: str, column: str, values: list[Any]
+    conn: sa.Connection,
+    table: sa.Table | str,
+    columns: str,
+    column: str,
+    values: list[Any],
+    where: str = "",
 ) -> tuple[list[str], list[Sequence[Any]]]:
-    """``SELECT columns FROM table WHERE column IN values`` (one batch, at most ``ID_BATCH`` values): the
-    column names and the driver's rows, without SQLAlchemy's result processing (so for columns whose
-    driver values are what the caller wants: ids, strings). ``table`` is one of loyalflow's tables or a
-    contract table's name, ``columns`` SQL written by loyalflow, never input; the values are bound.
+    """``SELECT columns FROM table WHERE column IN values [AND where]`` (one batch, at most ``ID_BATCH``
+    values): the column names and the driver's rows, without SQLAlchemy's result processing (so for
+    columns whose driver values are what the caller wants: ids, strings; else see :func:`typed`).
+    ``table`` is one of loyalflow's tables or a contract table's name, ``columns`` and ``where`` SQL
+    written by loyalflow, never input; the values are bound.
 
     With a positional driver (sqlite3, psycopg2) the ``IN`` list is written out and run on the driver's
     cursor: SQLAlchemy renders an expanding ``IN`` of 900 binds anew on every execution and wraps every
@@ -131,10 +137,11 @@ def select_in(
     if isinstance(table, sa.Table):
         table = conn.dialect.identifier_preparer.format_table(table)
     marker = _MARKERS.get(conn.dialect.paramstyle)
+    where = f" AND {where}" if where else ""
     if marker is None or not values:
-        result = conn.execute(_by_ids(table, columns, column), {"ids": values})
+        result = conn.execute(_by_ids(table, columns, column, where), {"ids": values})
         return list(result.keys()), list(result.tuples())
-    sql = f"SELECT {columns} FROM {table} WHERE {column} IN ({', '.join([marker] * len(values))})"  # noqa: S608
+    sql = f"SELECT {columns} FROM {table} WHERE {column} IN ({', '.join([marker] * len(values))}){where}"  # noqa: S608
     params = tuple(values)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -144,6 +151,18 @@ def select_in(
         raise sa.exc.DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) from exc
     finally:
         cursor.close()
+
+
+def typed(
+    conn: sa.Connection, columns: Sequence[sa.ColumnElement[Any]], rows: list[Sequence[Any]]
+) -> list[tuple]:
+    """Driver rows of ``columns`` (as :func:`select_in` returns them) as SQLAlchemy would return them:
+    each value through its column type's result processor (SQLite keeps dates as text)."""
+    dialect = conn.dialect
+    processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+    if not any(processors):
+        return [tuple(row) for row in rows]
+    return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
 
 def having_rows(conn: sa.Connection, table: sa.Table, column: str, values: list[Any]) -> list[Any]:

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from loyalflow.decide import caps
-from loyalflow.state import cap_reservations, ensure_schema
+from loyalflow.deliver.ledger import COUNTED
+from loyalflow.state import cap_reservations, ensure_schema, ledger
 
 DAY = dt.date(2026, 11, 20)
 CUSTOMERS = [f"C{i:04d}" for i in range(300)]
@@ -188,3 +189,70 @@ def test_an_uncontended_chunk_decides_once_and_a_dry_run_writes_nothing(sqlite_u
     got = caps.decided(engine, ["C1"], ["a", "b"], DAY, decide)
     assert got[0] is None and got[1] and "cap 1/day" in got[1]
     assert calls == [False, True] and _held(engine) == [("a", "held")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_book_reads_what_the_typed_query_reads(backend: str, request: pytest.FixtureRequest) -> None:
+    """``_read`` runs on the driver's cursor: the same rows, typed as SQLAlchemy types them (dates, times,
+    integers), as the query written with SQLAlchemy, on either side of each day and status bound."""
+    engine = _engine(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    since = DAY - dt.timedelta(days=6)
+    now = dt.datetime(2026, 11, 20, 9, 30, 15, 123456)
+    slots = [
+        {"idempotency_key": f"r{i}", "customer_id": f"C{i % 3}", "day": since + dt.timedelta(days=d)}
+        | {"campaign": "promo", "priority": 10 + i, "status": status, "detail": None, "updated_at": now}
+        for i, (d, status) in enumerate(
+            [(-1, "held"), (0, "held"), (0, "released"), (3, "sending"), (9, "sent"), (0, "sent")]
+        )
+    ]
+    sent = [
+        {"idempotency_key": f"l{i}", "campaign": "old", "step": "s", "customer_id": f"C{i % 3}"}
+        | {"anchor_id": "a", "channel": "email", "category": category, "status": status, "provider": "outbox"}
+        | {"run_id": "r", "as_of": since + dt.timedelta(days=d), "send_at": send_at}
+        | {"claimed_at": now, "updated_at": now}
+        for i, (d, category, status, send_at) in enumerate(
+            [
+                (-2, "marketing", "sent", now),
+                (-1, "marketing", "sent", None),
+                (0, "marketing", "released", now),
+                (2, "relationship", "sent", now),
+                (4, "marketing", "unknown", now),
+            ]
+        )
+    ]
+    with engine.begin() as conn:
+        conn.execute(cap_reservations.insert(), slots)
+        conn.execute(ledger.insert(), sent)
+    ids, keys = ["C0", "C1", "C2", "C9"], ["r0", "r2", "r5", "nope"]
+    res = cap_reservations
+    with engine.connect() as conn:
+        got = caps._read(conn, ids, keys, since)
+        want = (
+            sorted(
+                conn.execute(
+                    sa.select(*caps.SLOT_COLUMNS).where(
+                        res.c.customer_id.in_(ids), res.c.day >= since, res.c.status.in_(caps.ACTIVE)
+                    )
+                ).tuples()
+            ),
+            sorted(
+                conn.execute(
+                    sa.select(*caps.SENT_COLUMNS).where(
+                        ledger.c.customer_id.in_(ids),
+                        ledger.c.category == "marketing",
+                        ledger.c.status.in_(COUNTED),
+                        ledger.c.as_of >= since - dt.timedelta(days=1),
+                    )
+                ).tuples(),
+                key=lambda r: (r[0], r[1]),
+            ),
+            sorted(
+                conn.execute(
+                    sa.select(res.c.idempotency_key, res.c.status).where(res.c.idempotency_key.in_(keys))
+                ).tuples()
+            ),
+        )
+    assert got == want
+    assert [len(part) for part in got] == [4, 2, 3]
+    assert {type(r[2]) for r in got[0]} == {dt.date} and {type(r[4]) for r in got[0]} == {int}
+    assert got[1][0][2] is None and got[1][1][2] == now and isinstance(got[1][1][3], dt.date)

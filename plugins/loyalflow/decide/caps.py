@@ -196,6 +196,12 @@ def _quoted(values: Iterable[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)  # loyalflow's own status names
 
 
+def _statuses(conn: sa.Connection, keys: list[str]) -> list[tuple[str, str]]:
+    """(key, status) of the reservations of ``keys`` (one batch, at most ``ID_BATCH``) that exist."""
+    _, rows = select_in(conn, res, "idempotency_key, status", "idempotency_key", keys)
+    return [(str(key), str(status)) for key, status in rows]
+
+
 def _read(conn: sa.Connection, customer_ids: list[str], keys: list[str], since: dt.date) -> Snapshot:
     """The rows a book is made of, each list sorted (two reads of unchanged tables compare equal).
 
@@ -217,8 +223,7 @@ def _read(conn: sa.Connection, customer_ids: list[str], keys: list[str], since: 
         _, rows = select_in(conn, ledger, _names(SENT_COLUMNS), "customer_id", batch, counted)
         legacy += typed(conn, SENT_COLUMNS, rows)
     for start in range(0, len(keys), ID_BATCH):
-        batch = keys[start : start + ID_BATCH]
-        status += map(tuple, select_in(conn, res, "idempotency_key, status", "idempotency_key", batch)[1])
+        status += _statuses(conn, keys[start : start + ID_BATCH])
     return sorted(slots), sorted(legacy, key=lambda r: (r[0], r[1])), sorted(status)
 
 
@@ -344,8 +349,7 @@ def confirm(engine: sa.Engine, keys: Iterable[str]) -> set[str]:
                 .where(res.c.idempotency_key.in_(batch), res.c.status == "held")
                 .values(status="sending", updated_at=_utcnow())
             )
-            _, rows = select_in(conn, res, "idempotency_key, status", "idempotency_key", batch)
-            ok.update(str(key) for key, status in rows if status in ("sending", "sent"))
+            ok.update(key for key, status in _statuses(conn, batch) if status in ("sending", "sent"))
     return ok
 
 

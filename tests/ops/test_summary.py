@@ -15,9 +15,12 @@ from tests.factories import Shop
 AS_OF = dt.date(2026, 11, 20)
 DAY = dt.datetime(2026, 11, 20, 9, 30)
 PACKAGE = ROOT / "plugins" / "loyalflow"
-# how the stages record a reason: Decision("code", …), _drop(…, "code"), a channel's SendResult status
+# how the stages record a reason: Decision("code", …), _drop(…, "code"), a channel's SendResult status,
+# a customer's Reach("code") and its channel failures, fail(…, "code", …)
 RECORDED = (
     re.compile(r'Decision\(\s*"(\w+)"'),
+    re.compile(r'Reach\(\s*"(\w+)"'),
+    re.compile(r'\bfail\([^)]*?"(\w+)"'),
     re.compile(r'_drop\([^)]*?"(\w+)"'),
     re.compile(r'c\.outcome = "(\w+)"'),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -12,8 +13,7 @@ import sqlalchemy as sa
 
 from loyalflow.audience.due import due_steps, prepare
 from loyalflow.decide import caps, consent, rules, suppressions
-from loyalflow.decide.addresses import normalise
-from loyalflow.decide.eligibility import Decision, Facts, Policy, decide
+from loyalflow.decide.eligibility import Decision, Facts, Policy, decide, reach_all
 from loyalflow.deliver import ledger
 from loyalflow.deliver.channels import Message
 from loyalflow.errors import SegmentError
@@ -46,33 +46,6 @@ def load_customers(engine: sa.Engine, ids: list[str]) -> dict[str, dict[str, Any
     for row in rows:
         row["customer_id"] = str(row["customer_id"])
     return {r["customer_id"]: r for r in rows}
-
-
-def _suppressed(
-    engine: sa.Engine,
-    campaign: Campaign,
-    customers: dict[str, dict[str, Any]],
-    book: consent.ConsentBook,
-    now: dt.datetime,
-) -> dict[tuple[str, str, str], str]:
-    """Suppressions of the addresses this campaign could use, channel by channel in the campaign's order
-    (as :func:`~loyalflow.decide.eligibility.decide` tries them): a channel's addresses are normalised
-    (the costly part) and looked up only for consenting customers whom no earlier channel can reach."""
-    scopes = ("all", campaign.category, campaign.id)
-    found: dict[tuple[str, str, str], str] = {}
-    unreached = customers
-    for channel in campaign.channels:
-        column = "email" if channel == "email" else "phone"
-        addresses = {}
-        for cid, customer in unreached.items():
-            row = book.latest(cid, channel, scopes, at=now)
-            if row is not None and row.opted_in and (address := normalise(channel, customer.get(column))):
-                addresses[cid] = address
-        hits = suppressions.lookup(engine, addresses.values())
-        found.update(hits)
-        reached = {cid for cid, a in addresses.items() if not any((channel, a, s) in hits for s in scopes)}
-        unreached = {cid: c for cid, c in unreached.items() if cid not in reached}
-    return found
 
 
 def _reentry(
@@ -149,8 +122,7 @@ def candidates(
         known = ledger.statuses(conn, [key(step, m) for step, _, members in due for m in members])
     book = consent.effective(rt.warehouse, rt.state, ids)
     facts = Facts(
-        consent=book,
-        suppressed=_suppressed(rt.state, campaign, customers, book, opts.send_time),
+        reach=reach_all(campaign, customers, book, partial(suppressions.lookup, rt.state), opts.send_time),
         ledger_keys={k for k, status in known.items() if status != ledger.RELEASED},
     )
     bundled_before = {k for k, status in known.items() if status == ledger.BUNDLED}
@@ -188,7 +160,8 @@ def candidates(
                 exit_reason = _reentry(
                     campaign, recent.get(customer["customer_id"], {}), row, main, facts.ledger_keys
                 )
-            decision = decide(campaign, customer, main, exit_reason, facts, opts.send_time, policy)
+            reach = facts.reach[customer["customer_id"]]
+            decision = decide(campaign, customer, reach, main, exit_reason, facts, opts.send_time, policy)
             if decision.eligible:
                 recent[customer["customer_id"]][str(row["anchor_id"])] = opts.as_of
             out.append(Candidate(step, row, customer, main, decision, bundled=extra))

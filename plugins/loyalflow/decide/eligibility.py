@@ -1,7 +1,8 @@
 """Who may get which message, decided in the order of docs/architecture.md §4, each decision with its reason.
 
 consent → suppression → valid address → exit/re-entry → holdout → frequency cap → quiet hours → ledger.
-:func:`decide` is pure: the frequency cap is taken through ``Facts.reserve``
+:func:`reach_all` walks a chunk's customers through consent, suppression and address once, channel by
+channel; :func:`decide` is pure: the frequency cap is taken through ``Facts.reserve``
 (see :mod:`loyalflow.decide.caps`).
 """
 
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loyalflow.decide.addresses import normalise
-from loyalflow.decide.consent import ConsentBook
+from loyalflow.decide.consent import Consent, ConsentBook
 from loyalflow.settings import Settings
 from loyalflow.spec import Campaign
 
@@ -62,8 +64,7 @@ class Policy:
 class Facts:
     """What the rules need to know about a chunk's customers, loaded once per chunk."""
 
-    consent: ConsentBook  # warehouse rows and loyalflow's consent ledger
-    suppressed: dict[tuple[str, str, str], str]  # (channel, address, scope) -> reason
+    reach: dict[str, Reach]  # by customer id: consent, suppression and address (see reach_all)
     ledger_keys: set[str]
     reserve: Reserve = field(default=lambda customer_id, key, day: None)
 
@@ -120,52 +121,88 @@ def sms_send_time(now: dt.datetime, timezone: object, default_tz: str) -> dt.dat
     return next_open(now, zone(timezone, default_tz), Policy().sms_window)
 
 
-def _channel_check(
-    campaign: Campaign, customer: dict, channel: str, facts: Facts, now: dt.datetime
-) -> tuple[str, str | None, str]:
-    consent = facts.consent.latest(
-        str(customer["customer_id"]), channel, ("all", campaign.category, campaign.id), at=now
-    )
-    if consent is None:
-        return "no_consent", None, f"{channel}: no consent row (explicit opt-in required)"
-    if not consent.opted_in:
-        return "no_consent", None, consent.describe(channel)
-    address = normalise(channel, customer.get("email" if channel == "email" else "phone"))
-    if address:
-        for scope in ("all", campaign.category, campaign.id):
-            reason = facts.suppressed.get((channel, address, scope))
-            if reason:
-                return "suppressed", None, f"{channel}: address suppressed ({reason}, scope {scope})"
-    if address is None:
-        return "invalid_address", None, f"{channel}: missing or invalid address"
-    return "eligible", address, consent.describe(channel)
+@dataclass(slots=True)
+class Reach:
+    """How a campaign can reach one customer: the first channel, in the campaign's order, that passes
+    consent, suppression and address, or the furthest any channel got (``reason``), with a note per
+    channel tried. It depends on the customer alone, not on the step or anchor."""
+
+    reason: str  # "eligible", "no_consent", "invalid_address" or "suppressed"
+    channel: str | None = None
+    address: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+Lookup = Callable[[Iterable[str]], Mapping[tuple[str, str, str], str]]
+"""Normalised addresses -> their suppressions as ``(channel, address, scope) -> reason``."""
+
+
+def reach_all(
+    campaign: Campaign,
+    customers: Mapping[str, Mapping[str, Any]],
+    book: ConsentBook,
+    suppressed: Lookup,
+    now: dt.datetime,
+) -> dict[str, Reach]:
+    """The :class:`Reach` of every customer (by id), channel by channel for the whole chunk.
+
+    A channel's addresses are normalised (the costly part) and looked up in the suppressions once, and
+    only for consenting customers whom no earlier channel reaches."""
+    scopes = ("all", campaign.category, campaign.id)
+    out: dict[str, Reach] = {}
+    tried: dict[str, Reach] = {cid: Reach("no_consent") for cid in customers}  # not reached yet
+    furthest: dict[str, str] = {}  # customer -> the channel behind its furthest failure
+
+    def fail(cid: str, channel: str, outcome: str, why: str) -> None:
+        state = tried[cid]
+        state.notes.append(why)
+        if cid not in furthest or RANK[outcome] > RANK[state.reason]:
+            state.reason, furthest[cid] = outcome, channel
+
+    for channel in campaign.channels:
+        column = "email" if channel == "email" else "phone"
+        consenting: dict[str, tuple[str, Consent]] = {}
+        for cid in tried:
+            row = book.latest(cid, channel, scopes, at=now)
+            if row is None:
+                fail(cid, channel, "no_consent", f"{channel}: no consent row (explicit opt-in required)")
+            elif not row.opted_in:
+                fail(cid, channel, "no_consent", row.describe(channel))
+            elif (address := normalise(channel, customers[cid].get(column))) is None:
+                fail(cid, channel, "invalid_address", f"{channel}: missing or invalid address")
+            else:
+                consenting[cid] = (address, row)
+        hits = suppressed({address for address, _ in consenting.values()})
+        for cid, (address, row) in consenting.items():
+            for scope in scopes:
+                if reason := hits.get((channel, address, scope)):
+                    why = f"{channel}: address suppressed ({reason}, scope {scope})"
+                    fail(cid, channel, "suppressed", why)
+                    break
+            else:
+                state = tried.pop(cid)
+                out[cid] = Reach("eligible", channel, address, [*state.notes, row.describe(channel)])
+    for cid, state in tried.items():
+        state.channel = furthest.get(cid)
+        out[cid] = state
+    return out
 
 
 def decide(
     campaign: Campaign,
-    customer: dict,
+    customer: Mapping[str, Any],
+    reach: Reach,
     key: str,
     exit_reason: str | None,
     facts: Facts,
     now: dt.datetime,
     policy: Policy,
 ) -> Decision:
-    """Apply consent, suppression, address, exit, holdout, caps, quiet hours and ledger, in that order."""
-    first_failure: Decision | None = None
-    notes: list[str] = []
-    channel = address = None
-    for candidate in campaign.channels:
-        outcome, addr, why = _channel_check(campaign, customer, candidate, facts, now)
-        if outcome == "eligible":
-            channel, address = candidate, addr
-            notes.append(why)
-            break
-        notes.append(why)
-        if first_failure is None or RANK[outcome] > RANK[first_failure.reason]:
-            first_failure = Decision(outcome, candidate, detail=why)  # the furthest any channel got
-    if channel is None:  # no channel passed: the furthest failure explains why
-        first_failure = first_failure or Decision("no_consent", detail="the campaign has no channel")
-        return Decision(first_failure.reason, first_failure.channel, detail="; ".join(notes))
+    """Apply the customer's ``reach`` (consent, suppression, address), then exit, holdout, caps, quiet
+    hours and ledger, in that order."""
+    channel = reach.channel
+    if reach.reason != "eligible" or channel is None:  # no channel passed: the furthest failure explains why
+        return Decision(reach.reason, channel, detail="; ".join(reach.notes))
     if exit_reason:
         return Decision("exited", channel, detail=str(exit_reason))
     cid = str(customer["customer_id"])
@@ -178,8 +215,9 @@ def decide(
         denied = facts.reserve(cid, key, local_day)
         if denied:
             return Decision("frequency_cap", channel, detail=denied)
+    notes = reach.notes
     if send_at != now:
-        notes.append(f"deferred by {channel} send window to {send_at:%Y-%m-%d %H:%M} UTC ({tz.key})")
+        notes = [*notes, f"deferred by {channel} send window to {send_at:%Y-%m-%d %H:%M} UTC ({tz.key})"]
     if key in facts.ledger_keys:
-        return Decision("already_sent", channel, address, detail="key already in the send ledger")
-    return Decision("eligible", channel, address, send_at, "; ".join(notes))
+        return Decision("already_sent", channel, reach.address, detail="key already in the send ledger")
+    return Decision("eligible", channel, reach.address, send_at, "; ".join(notes))

@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -30,6 +31,11 @@ def _sha(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+@lru_cache(maxsize=1024)
+def _step_prefix(campaign: str, step: str) -> str:
+    return _sha(f"{campaign}|{step}", 8)  # the same for every key of a step: hashed once
+
+
 def idempotency_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:
     """Deterministic key from campaign, step, customer and anchor (never a try number or random value).
 
@@ -43,7 +49,7 @@ def idempotency_key(campaign: str, step: str, customer_id: str, anchor_id: str) 
         who = "s" + customer_id
     else:
         who = "h" + _sha(customer_id, 24)
-    return _sha(f"{campaign}|{step}", 8) + who + _sha(f"{campaign}|{step}|{customer_id}|{anchor_id}", 16)
+    return _step_prefix(campaign, step) + who + _sha(f"{campaign}|{step}|{customer_id}|{anchor_id}", 16)
 
 
 def hashed_key(campaign: str, step: str, customer_id: str, anchor_id: str) -> str:

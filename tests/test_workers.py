@@ -109,6 +109,21 @@ def test_two_workers_send_what_one_process_sends(shape: Shape, frames: Frames, t
         assert outbox_keys(two) == keys
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)
+def test_a_marketing_chunk_with_nobody_due_runs_on_every_shape(
+    shape: Shape, frames: Frames, tmp_path: Path
+) -> None:
+    """referral_ask's rules leave some chunks with segment rows but nobody due: such a chunk reserves no
+    cap slot and takes no lock (on PostgreSQL an empty lock list was an error that stopped the run)."""
+    with runtime(shape, frames, tmp_path) as rt:
+        campaign = rt.campaign("referral_ask")
+        assert campaign.category == "marketing"
+        opts = RunOptions(AS_OF, "referral", now=NOW)
+        per_chunk = [pipeline.process_chunk(rt, campaign, c, opts) for c in plan(rt, campaign, opts)]
+        assert {} in per_chunk, f"no chunk without anybody due: {per_chunk}"
+        assert sum(c.get("sent", 0) for c in per_chunk) > 0, per_chunk
+
+
 def test_a_failing_chunk_fails_the_run_with_its_own_error(frames: Frames, tmp_path: Path) -> None:
     """A chunk that fails in a worker raises its own error in the caller, as it does in one process."""
     with runtime(SHAPES[0], frames, tmp_path) as rt:

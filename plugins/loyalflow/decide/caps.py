@@ -46,8 +46,11 @@ def _lock(conn: sa.Connection, customer_ids: list[str]) -> None:
     two chunks never deadlock. A lock per customer would put a chunk's 10,000 locks in PostgreSQL's
     shared lock table, which holds ``max_locks_per_transaction`` (64) per connection: "out of shared
     memory". A customer is always in the same bucket, so two reservations for one customer never overlap.
+    A chunk with nobody due locks nothing there (an empty array has no type PostgreSQL can infer).
     """
     if conn.dialect.name == "postgresql":
+        if not customer_ids:
+            return
         buckets = sorted({zlib.crc32(c.encode()) % LOCK_BUCKETS for c in customer_ids})
         conn.execute(
             sa.text(

@@ -138,41 +138,71 @@ def test_a_failing_chunk_fails_the_run_with_its_own_error(frames: Frames, tmp_pa
 def test_a_chunk_leaves_the_collector_as_it_found_it(
     frames: Frames, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """process_chunk freezes the objects older than the chunk and collects young objects only while it
-    runs; it unfreezes them and restores the thresholds after, also when the chunk fails (else they
-    would never be collected again)."""
+    """process_chunk turns the cyclic collector off while it runs and back on after, also when the chunk
+    fails (else nothing would be collected again)."""
     with runtime(SHAPES[0], frames, tmp_path) as rt:
         campaign = rt.campaign("dormant_reactivation")
         opts = RunOptions(AS_OF, "gc", now=NOW)
         chunks = plan(rt, campaign, opts)
-        assert gc.get_freeze_count() == 0
-        thresholds = gc.get_threshold()
-        seen: list[int] = []
-        during: list[tuple[int, int, int]] = []
+        assert gc.isenabled()
+        during: list[bool] = []
         real_candidates = pipeline.candidates
 
         def spy(*args: Any, **kwargs: Any) -> Any:
-            seen.append(gc.get_freeze_count())
-            during.append(gc.get_threshold())
+            during.append(gc.isenabled())
             return real_candidates(*args, **kwargs)
 
         monkeypatch.setattr(pipeline, "candidates", spy)
         assert sum(pipeline.process_chunk(rt, campaign, chunks[0], opts).values()) > 0
+        assert gc.isenabled()
         with pytest.raises(FileNotFoundError):
             pipeline.process_chunk(rt, campaign, str(tmp_path / "gone.parquet"), opts)
-        assert seen and seen[0] > 10_000, seen  # modules, engines, templates: frozen during the chunk
-        assert during[0] == pipeline.YOUNG_ONLY != thresholds
-        assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
+        assert during == [False] and gc.isenabled()
+
+
+def _cyclic_garbage(rt: Runtime, campaign: str) -> tuple[int, int]:
+    """(objects a chunk left in reference cycles, messages it sent): its first chunk, collector off."""
+    opts = RunOptions(AS_OF, f"cycles-{rt.settings.chunk_size}", now=NOW)
+    chunk = plan(rt, rt.campaign(campaign), opts)[0]
+    gc.collect()
+    with pipeline._collector_off():  # collected while still off: once on, the next allocation collects
+        counts = pipeline.process_chunk(rt, rt.campaign(campaign), chunk, opts)
+        return gc.collect(), counts.get("sent", 0)
+
+
+@pytest.mark.parametrize("campaign", CAMPAIGNS)
+def test_a_chunk_leaves_no_more_cycles_for_more_customers(
+    campaign: str, frames: Frames, tmp_path: Path
+) -> None:
+    """What keeps the collector off during a chunk safe: the cycles a chunk leaves do not grow with its
+    size. A cycle per message (a context, a template object, a closure kept by a row) would leave ten
+    times as many objects behind after a chunk ten times as large."""
+    with runtime(SHAPES[0], frames, tmp_path / "small") as rt:
+        few, sent_few = _cyclic_garbage(Runtime(rt.settings.model_copy(update={"chunk_size": 30})), campaign)
+    with runtime(SHAPES[0], frames, tmp_path / "large") as rt:
+        many, sent_many = _cyclic_garbage(
+            Runtime(rt.settings.model_copy(update={"chunk_size": 3_000})), campaign
+        )
+    assert sent_many >= 5 * max(sent_few, 1), (sent_few, sent_many)
+    assert many <= 2 * few + 100, (
+        f"{campaign}: {few} objects in cycles after {sent_few} messages, {many} after {sent_many}"
+    )
 
 
 def test_overlapping_chunks_restore_the_collector_when_the_last_one_ends() -> None:
-    """Airflow or a test may run two chunks in threads of one process: the first to end must not undo
-    the settings of the one still running, nor leave them behind."""
-    thresholds = gc.get_threshold()
-    first, second = pipeline._collector_spared(), pipeline._collector_spared()
+    """Airflow or a test may run two chunks in threads of one process: the first to end must not turn the
+    collector back on under the one still running, and the last must not leave it off."""
+    first, second = pipeline._collector_off(), pipeline._collector_off()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)
-    assert gc.get_threshold() == pipeline.YOUNG_ONLY and gc.get_freeze_count() > 0  # the second still runs
+    assert not gc.isenabled()  # the second still runs
     second.__exit__(None, None, None)
-    assert gc.get_threshold() == thresholds != pipeline.YOUNG_ONLY and gc.get_freeze_count() == 0
+    assert gc.isenabled()
+    gc.disable()  # a host that keeps the collector off finds it off after a chunk
+    try:
+        with pipeline._collector_off():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

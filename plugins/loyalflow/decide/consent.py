@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -73,28 +73,19 @@ class ConsentBook:
     """Every consent row of some customers, from both sources, oldest first per customer and channel."""
 
     rows: dict[tuple[str, str], list[Dated]]
-    _seen: dict[tuple[str, str, tuple[str, ...], dt.datetime | None], Consent | None] = field(
-        default_factory=dict, repr=False, compare=False
-    )
 
     def latest(
         self, customer_id: str, channel: str, scopes: Iterable[str] = ("all",), at: dt.datetime | None = None
     ) -> Consent | None:
-        """The row that decides at moment ``at`` for these scopes (no row: no consent, explicit opt-in).
-
-        Answers are remembered: the rows of a book never change (a new row makes a new book)."""
+        """The row that decides at moment ``at`` for these scopes (no row: no consent, explicit opt-in)."""
         scopes = tuple(scopes)
-        memo = (str(customer_id), channel, scopes, at)
-        if memo in self._seen:
-            return self._seen[memo]
         found: Consent | None = None
-        for when, _, row in self.rows.get(memo[:2], ()):
+        for when, _, row in self.rows.get((str(customer_id), channel), ()):
             if row.scope not in scopes or (at is not None and when is not None and when > at):
                 continue  # another scope, or recorded after the moment: did not exist yet
             if row.until is not None and at is not None and row.until <= at:
                 continue  # a pause that has ended
             found = row
-        self._seen[memo] = found
         return found
 
     def channels(

@@ -151,13 +151,12 @@ def reach_all(
     scopes = ("all", campaign.category, campaign.id)
     out: dict[str, Reach] = {}
     tried: dict[str, Reach] = {cid: Reach("no_consent") for cid in customers}  # not reached yet
-    furthest: dict[str, str] = {}  # customer -> the channel behind its furthest failure
 
     def fail(cid: str, channel: str, outcome: str, why: str) -> None:
         state = tried[cid]
         state.notes.append(why)
-        if cid not in furthest or RANK[outcome] > RANK[state.reason]:
-            state.reason, furthest[cid] = outcome, channel
+        if state.channel is None or RANK[outcome] > RANK[state.reason]:  # the furthest failure so far
+            state.reason, state.channel = outcome, channel
 
     for channel in campaign.channels:
         column = "email" if channel == "email" else "phone"
@@ -182,9 +181,7 @@ def reach_all(
             else:
                 state = tried.pop(cid)
                 out[cid] = Reach("eligible", channel, address, [*state.notes, row.describe(channel)])
-    for cid, state in tried.items():
-        state.channel = furthest.get(cid)
-        out[cid] = state
+    out.update(tried)
     return out
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import sqlalchemy as sa
+
+from loyalflow.decide.eligibility import in_holdout
 from loyalflow.ops.summary import REASONS, note, reason_words, summary
 from loyalflow.pipeline import run
 from loyalflow.runtime import RunOptions, Runtime
 from loyalflow.settings import Settings
+from loyalflow.state import decisions
 from tests.conftest import ROOT
 from tests.factories import Shop
 
@@ -93,3 +97,32 @@ def test_note_for_nobody_due_and_for_a_test_send(settings: Settings, shop: Shop)
         "Test send: 2 test message(s) to a@example.com, +14155550100 for 2026-11-20; no customer messaged."
     )
     assert len(note(rt.state, "t", AS_OF, False, test_to=[f"x{i}@example.com" for i in range(200)])) <= 1000
+
+
+def test_a_new_booking_waiting_out_reentry_is_not_counted_as_leaving(settings: Settings, shop: Shop) -> None:
+    """remorse_reduction starts one sequence per guest per 30 days: a second booking a day later waits
+    (recorded as ``exited`` with a re-entry-wait detail), which the summary and the note say in those
+    words, apart from a returned booking, which leaves the sequence."""
+    booked = dt.date(2026, 11, 1)
+    guests = [f"R{n:03d}" for n in range(1, 200) if not in_holdout("remorse_reduction", f"R{n:03d}", 10)]
+    frequent, returner = (shop.customer(customer_id=cid) for cid in guests[:2])
+    shop.order(frequent, dt.datetime.combine(booked, dt.time(9)), order_id="O-first")
+    shop.order(frequent, dt.datetime.combine(booked + dt.timedelta(days=1), dt.time(9)), order_id="O-second")
+    shop.order(returner, dt.datetime.combine(booked, dt.time(9)), order_id="O-returned", status="returned")
+    rt = Runtime(settings)
+    for day in (booked, booked + dt.timedelta(days=3), booked + dt.timedelta(days=4)):
+        run(rt, "remorse_reduction", RunOptions(day, f"r-{day}", now=dt.datetime.combine(day, dt.time(15))))
+
+    last = f"r-{booked + dt.timedelta(days=4)}"
+    with rt.state.connect() as conn:
+        (recorded,) = conn.execute(
+            sa.select(decisions.c.reason, decisions.c.detail).where(
+                decisions.c.run_id == last, decisions.c.anchor_id == "O-second"
+            )
+        )
+    assert recorded.reason == "exited" and recorded.detail.startswith("re-entry wait: ")  # recorded as before
+    (row,) = summary(rt.state, [last]).to_dict("records")
+    assert row["step"] == "reassurance" and row["sent"] == 0
+    skipped = dict(part.rsplit(" ", 1) for part in row["skipped"].split(", "))
+    assert skipped == {"waiting out the re-entry period": "1", "left the sequence": "1", "sent already": "1"}
+    assert "waiting out the re-entry period 1" in note(rt.state, last, booked, dry_run=False)

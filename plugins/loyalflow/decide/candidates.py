@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from loyalflow.audience.due import due_steps, prepare
 from loyalflow.decide import caps, consent, rules, suppressions
-from loyalflow.decide.eligibility import Decision, Facts, Policy, decide, reach_all
+from loyalflow.decide.eligibility import REENTRY_WAIT, Decision, Facts, Policy, decide, reach_all
 from loyalflow.deliver import ledger
 from loyalflow.deliver.channels import Message
 from loyalflow.errors import SegmentError
@@ -56,7 +56,7 @@ def _reentry(
     if campaign.reentry_days is None or key in sent or not others:
         return None
     return (
-        f"re-entry wait: last message of this campaign on {max(others)} "
+        f"{REENTRY_WAIT}: last message of this campaign on {max(others)} "
         f"(re-entry after {campaign.reentry_days} days)"
     )
 

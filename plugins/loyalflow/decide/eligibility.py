@@ -22,6 +22,9 @@ from loyalflow.spec import Campaign
 
 Window = tuple[dt.time, dt.time]
 RANK = {"no_consent": 0, "invalid_address": 1, "suppressed": 2}  # which channel failure to report
+# An "exited" decision whose detail starts so is a new anchor waiting out ``reentry_days`` (the customer
+# stays in the sequence), not an exit: the run summary counts it apart.
+REENTRY_WAIT = "re-entry wait"
 # (customer_id, idempotency_key, local day) -> None when a cap slot is granted, else why not
 Reserve = Callable[[str, str, dt.date], str | None]
 

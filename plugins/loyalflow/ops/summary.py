@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 import sqlalchemy as sa
 
+from loyalflow.decide.eligibility import REENTRY_WAIT
 from loyalflow.state import decisions
 
 FINAL = ("sent", "dry_run", "scheduled")  # outcomes that settle a message key for a summary
@@ -26,6 +27,7 @@ REASONS = {
     "suppressed": "unsubscribed, bounced or complained",
     "invalid_address": "no valid address",
     "exited": "left the sequence",
+    "reentry_wait": "waiting out the re-entry period",  # an "exited" code (see settled)
     "holdout": "in the control group",
     "frequency_cap": "over the marketing frequency cap",
     "already_sent": "sent already",
@@ -46,7 +48,10 @@ def reason_words(code: str) -> str:
 
 def settled(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
     """One row per message key over the given runs (campaign, step, reason code): as sent if any of its
-    decisions sent it, else with its latest reason (catch-up days and retries decide a key again)."""
+    decisions sent it, else with its latest reason (catch-up days and retries decide a key again).
+
+    An ``exited`` decision of a new anchor that waits out the campaign's ``reentry_days`` counts as
+    ``reentry_wait``: the customer is still in the sequence (a nurture between two pieces), not gone."""
     stmt = sa.select(
         decisions.c.id,
         decisions.c.campaign,
@@ -54,6 +59,7 @@ def settled(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
         decisions.c.idempotency_key,
         decisions.c.outcome,
         decisions.c.reason,
+        decisions.c.detail,
     ).where(decisions.c.run_id.in_(run_ids))
     with engine.connect() as conn:
         frame = pd.read_sql_query(stmt, conn)
@@ -61,6 +67,8 @@ def settled(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
         return pd.DataFrame(columns=["campaign", "step", "reason"])
     # a send whose provider gave no error keeps the decision's "eligible": its outcome is the reason
     frame["reason"] = frame["reason"].where(frame["reason"] != "eligible", frame["outcome"])
+    waiting = (frame["reason"] == "exited") & frame["detail"].fillna("").str.startswith(REENTRY_WAIT)
+    frame["reason"] = frame["reason"].where(~waiting, "reentry_wait")
     frame["final"] = frame["reason"].isin(FINAL)
     last = frame.sort_values(["final", "id"]).groupby("idempotency_key").tail(1)
     return last[["campaign", "step", "reason"]].reset_index(drop=True)

@@ -58,8 +58,13 @@ def settled(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
         decisions.c.step,
         decisions.c.idempotency_key,
         decisions.c.outcome,
-        decisions.c.reason,
-        decisions.c.detail,
+        sa.case(
+            (
+                sa.and_(decisions.c.reason == "exited", decisions.c.detail.startswith(REENTRY_WAIT)),
+                "reentry_wait",
+            ),
+            else_=decisions.c.reason,
+        ).label("reason"),
     ).where(decisions.c.run_id.in_(run_ids))
     with engine.connect() as conn:
         frame = pd.read_sql_query(stmt, conn)
@@ -67,8 +72,6 @@ def settled(engine: sa.Engine, run_ids: list[str]) -> pd.DataFrame:
         return pd.DataFrame(columns=["campaign", "step", "reason"])
     # a send whose provider gave no error keeps the decision's "eligible": its outcome is the reason
     frame["reason"] = frame["reason"].where(frame["reason"] != "eligible", frame["outcome"])
-    waiting = (frame["reason"] == "exited") & frame["detail"].fillna("").str.startswith(REENTRY_WAIT)
-    frame["reason"] = frame["reason"].where(~waiting, "reentry_wait")
     frame["final"] = frame["reason"].isin(FINAL)
     last = frame.sort_values(["final", "id"]).groupby("idempotency_key").tail(1)
     return last[["campaign", "step", "reason"]].reset_index(drop=True)

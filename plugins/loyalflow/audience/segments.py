@@ -86,10 +86,7 @@ def read_segment(
                     f"it returned {', '.join(columns)}"
                 )
             ordered = statement("SELECT * FROM ({sql}\n) seg ORDER BY customer_id, anchor_at, anchor_id")
-            # a server-side cursor on PostgreSQL: the client holds one chunk, not the whole segment
-            stream = conn.execution_options(stream_results=True, max_row_buffer=chunk_size)
-            frames = pd.read_sql_query(ordered, stream, params=params, chunksize=chunk_size)
-            for frame in _whole_customers(frames):
+            for frame in _whole_customers(_frames(conn, ordered, params, chunk_size)):
                 frame["customer_id"] = frame["customer_id"].astype(str)
                 frame["anchor_id"] = frame["anchor_id"].astype(str)
                 frame["anchor_at"] = pd.to_datetime(frame["anchor_at"], utc=True).dt.tz_localize(None)
@@ -98,6 +95,37 @@ def read_segment(
         cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
         detail = str(getattr(cause, "orig", None) or cause).splitlines()[0]
         raise SegmentError(f"{path}: SQL error: {detail}") from exc
+
+
+def _frames(
+    conn: sa.Connection, query: sa.TextClause, params: dict[str, Any], chunk_size: int
+) -> Iterator[pd.DataFrame]:
+    """The query's rows in frames of ``chunk_size``, typed as ``pd.read_sql_query`` types them.
+
+    PostgreSQL reads through a server-side cursor: the client holds one chunk, not the whole segment.
+    SQLite (no server-side cursors, so SQLAlchemy buffers nothing) is read from the driver's cursor:
+    SQLAlchemy's row objects, which ``read_sql_query`` would build, cost as much as the query
+    (1M rows: 2.3 s -> 1.4 s); the frames are built from the same tuples the same way.
+    """
+    stream = conn.execution_options(stream_results=True, max_row_buffer=chunk_size)
+    if conn.dialect.name != "sqlite":
+        yield from pd.read_sql_query(query, stream, params=params, chunksize=chunk_size)
+        return
+    result = stream.execute(query, params)
+    columns, cursor = list(result.keys()), result.cursor
+    try:
+        while True:
+            try:
+                rows = cursor.fetchmany(chunk_size)
+            except conn.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy raises it
+                raise sa.exc.DBAPIError.instance(
+                    str(query), params, exc, conn.dialect.loaded_dbapi.Error
+                ) from exc
+            if not rows:
+                return
+            yield pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
+    finally:
+        result.close()
 
 
 def _whole_customers(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
